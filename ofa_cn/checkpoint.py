@@ -1,0 +1,216 @@
+"""Released OFA-CN checkpoints: safe loading, the saved config, strict weight loading, export.
+
+A released `.pt` is a pickle written by the original fairseq trainer: `{"cfg": {"model":
+argparse.Namespace, "task": dict, ...}, "model": state_dict, ...}`. We load it with
+`weights_only=True` and an explicit allow-list; a file that tries to run anything else is refused
+and nothing in it runs. There is no automatic fallback to unsafe unpickling.
+
+Export (`export_checkpoint`) writes the weights as safetensors plus the configs as JSON, through
+the declarative table of tied-weight aliases below; `load_exported` reads them back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import pickle
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .model.config import ARCHITECTURES, OFAConfig, check_saved_options, config_for_arch
+
+logger = logging.getLogger(__name__)
+
+# The only classes a released checkpoint pickles besides tensors and builtin containers.
+SAFE_GLOBALS = [argparse.Namespace]
+# One storage, three names: encoder/decoder token embedding and the output projection.
+TIED_ALIASES = {
+    "decoder.embed_tokens.weight": "encoder.embed_tokens.weight",
+    "decoder.output_projection.weight": "encoder.embed_tokens.weight",
+}
+EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_CONFIG = "config.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be loaded as asked; the message says why and what to do."""
+
+
+def allow_checkpoint_globals() -> None:
+    """Let `torch.load(weights_only=True)` (fairseq's loader too) read released checkpoints."""
+    torch.serialization.add_safe_globals(SAFE_GLOBALS)
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint file safely (tensors, containers and argparse.Namespace only).
+
+    Raises:
+        FileNotFoundError: no such file.
+        CheckpointError: the file is not a checkpoint, or it holds other objects (code).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refused to load {path}: it contains objects outside the allow-list "
+            f"({', '.join(c.__module__ + '.' + c.__qualname__ for c in SAFE_GLOBALS)}); nothing from it was "
+            f"executed. Details: {str(e).splitlines()[-1] if str(e) else e!r}. Only if you trust the file, "
+            "load it yourself with torch.load(path, weights_only=False) and save its 'model' and 'cfg' again."
+        ) from None
+    except (RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{path} is not a readable torch checkpoint: {e}") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CheckpointError(f"{path} has no 'model' entry; expected a fairseq/OFA checkpoint")
+    return state
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    if obj is None:
+        return {}
+    if isinstance(obj, argparse.Namespace):
+        return dict(vars(obj))
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    try:  # an OmegaConf DictConfig
+        from omegaconf import OmegaConf
+
+        return dict(OmegaConf.to_container(obj, resolve=True))
+    except Exception as e:  # noqa: BLE001 - report what the object was
+        raise CheckpointError(f"cannot read a config of type {type(obj).__name__}: {e}") from None
+
+
+def saved_model_args(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's saved arguments: cfg['model'] (current layout) or args (legacy layout)."""
+    cfg = state.get("cfg") or {}
+    if cfg and cfg.get("model") is not None:
+        return _as_dict(cfg["model"])
+    if state.get("args") is not None:
+        return _as_dict(state["args"])
+    raise CheckpointError("checkpoint has neither cfg['model'] nor args; cannot tell its architecture")
+
+
+def saved_task_config(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's saved config (patch_image_size, num_bins, max_image_size, ... and `_name`)."""
+    cfg = state.get("cfg") or {}
+    if cfg and cfg.get("task") is not None:
+        return _as_dict(cfg["task"])
+    if state.get("args") is not None:
+        args = _as_dict(state["args"])
+        return {**args, "_name": args.get("task")}
+    return {}
+
+
+def model_config(state: Mapping[str, Any]) -> OFAConfig:
+    """OFAConfig of a loaded checkpoint (saved values win over the architecture preset)."""
+    args = saved_model_args(state)
+    try:
+        check_saved_options(args)
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+    arch = args.get("arch") or args.get("_name") or "ofa_cn_base"
+    base = config_for_arch(arch) if arch in ARCHITECTURES else OFAConfig()
+    vocab = state["model"]["encoder.embed_tokens.weight"].shape[0]
+    return OFAConfig.from_mapping({**args, "vocab_size": vocab}, base=base)
+
+
+def check_state_dict(state_dict: Mapping[str, torch.Tensor], model: torch.nn.Module, source: str) -> None:
+    """Strict comparison of keys and shapes, with every difference listed.
+
+    Raises:
+        CheckpointError: missing or unexpected keys, or a shape that differs.
+    """
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    shapes = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        def show(items):
+            return ", ".join(items[:20]) + (f" ... (+{len(items) - 20} more)" if len(items) > 20 else "")
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing: {show(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected: {show(unexpected)}")
+        if shapes:
+            parts.append(f"{len(shapes)} with another shape: {show(shapes)}")
+        raise CheckpointError(
+            f"{source} does not match the model built from its own config ({'; '.join(parts)}). "
+            "Nothing is filled in from fresh initialisation; check that the file is an OFA-CN checkpoint "
+            "and that its saved model options are complete."
+        )
+
+
+def load_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Strictly load `state_dict` into `model`, casting floating tensors (fp16 -> model dtype)."""
+    check_state_dict(state_dict, model, source)
+    model.load_state_dict(dict(state_dict), strict=True)  # load_state_dict copies with a cast
+
+
+def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """Load a released (or our own) checkpoint into an `OFAModel`, strictly, in eval mode.
+
+    Args:
+        path: a `.pt` in the original layout, or a folder written by `export_checkpoint`.
+        dtype: float32 or bfloat16 (fp16 weights are cast).
+    Returns:
+        (model, task_config dict)
+    """
+    from .model.ofa import OFAModel  # the fairseq-facing class; imported here to keep this module light
+
+    path = Path(path)
+    if path.is_dir():
+        return load_exported(path, dtype=dtype, device=device)
+    state = load_checkpoint_file(path)
+    cfg = model_config(state)
+    model = OFAModel.from_config(cfg)
+    load_weights(model, state["model"], str(path))
+    return model.to(device=device, dtype=dtype).eval(), saved_task_config(state)
+
+
+def export_checkpoint(path: str | Path, out_dir: str | Path) -> Path:
+    """Write a checkpoint's weights (safetensors, tied aliases stored once) and configs (JSON)."""
+    from safetensors.torch import save_file
+
+    state = load_checkpoint_file(path)
+    cfg = model_config(state)
+    weights = {k: v.contiguous() for k, v in state["model"].items() if k not in TIED_ALIASES}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(out_dir / EXPORT_WEIGHTS), metadata={"format": "ofa-cn"})
+    task = {k: v for k, v in saved_task_config(state).items() if _json_safe(v)}
+    config = {"model": dataclasses.asdict(cfg), "task": task, "source": Path(path).name}
+    (out_dir / EXPORT_CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
+    return out_dir
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
+
+
+def load_exported(folder: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """Read a folder written by `export_checkpoint`. -> (model, task_config dict)"""
+    from safetensors.torch import load_file
+
+    from .model.ofa import OFAModel
+
+    folder = Path(folder)
+    config = json.loads((folder / EXPORT_CONFIG).read_text(encoding="utf-8"))
+    model = OFAModel.from_config(OFAConfig(**config["model"]))
+    weights = load_file(str(folder / EXPORT_WEIGHTS))
+    for alias, target in TIED_ALIASES.items():
+        weights[alias] = weights[target]
+    load_weights(model, weights, str(folder))
+    return model.to(device=device, dtype=dtype).eval(), config["task"]

@@ -1,0 +1,115 @@
+"""Multi-head attention with an additive position bias, per-head output scales and a KV cache.
+
+Convention for the whole model package: batch first. x is [B, T, D]; per-head tensors are
+[B, H, T, d_head]; an attention bias is [B or 1, H or 1, T_query, T_key], float, with -inf where
+a key must not be seen (padding, future positions).
+
+The logit of query i and key j in head h is
+
+    ((W_q x_i + b_q) . (W_k y_j + b_k)) * scaling + bias[h, i, j],   scaling = (d_head * factor)^-1/2
+
+with factor 2 in every released model (so 1/sqrt(128) for d_head 64). It runs through
+`torch.nn.functional.scaled_dot_product_attention` with the bias as a float mask and an explicit
+scale, so fused kernels apply; `eager_attention` is the plain formula, kept as the reference that
+`scripts/benchmark.py` times against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_BACKEND = "sdpa"
+
+
+@contextlib.contextmanager
+def attention_backend(name: str) -> Iterator[None]:
+    """Run attention with "sdpa" (default) or "eager" (softmax(q k^T s + bias) v, fp32 softmax)."""
+    global _BACKEND
+    if name not in ("sdpa", "eager"):
+        raise ValueError(f"attention backend must be 'sdpa' or 'eager', got {name!r}")
+    previous, _BACKEND = _BACKEND, name
+    try:
+        yield
+    finally:
+        _BACKEND = previous
+
+
+def eager_attention(q, k, v, bias, scale: float, dropout_p: float = 0.0):
+    """softmax(q k^T * scale + bias) v with the softmax in float32, as the original computes it.
+
+    Args:
+        q: [B, H, T, d]; k, v: [B, H, S, d]; bias: broadcastable to [B, H, T, S] or None.
+    Returns:
+        [B, H, T, d]
+    """
+    logits = torch.matmul(q * scale, k.transpose(-1, -2))  # [B, H, T, S]
+    if bias is not None:
+        logits = logits + bias
+    probs = torch.softmax(logits.float(), dim=-1).type_as(q)
+    if dropout_p > 0:
+        probs = F.dropout(probs, p=dropout_p, training=True)
+    return torch.matmul(probs, v)
+
+
+class MultiheadAttention(nn.Module):
+    """Attention of OFA (self or cross); parameter names are the released checkpoint's.
+
+    Args:
+        embed_dim: D of the queries and of the output.
+        num_heads: H.
+        kdim: width of the keys/values input (the encoder's D for cross-attention).
+        dropout: attention-probability dropout (training only).
+        scale_factor: the `attn_scale_factor` in scaling = (d_head * scale_factor) ** -0.5.
+        scale_heads: learn one output scale per head (`c_attn`).
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, kdim: int | None = None, dropout: float = 0.0,
+                 scale_factor: float = 2.0, scale_heads: bool = True):
+        super().__init__()
+        kdim = kdim or embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        assert self.head_dim * num_heads == embed_dim, f"D={embed_dim} not divisible by H={num_heads}"
+        self.scaling = (self.head_dim * scale_factor) ** -0.5
+        self.dropout = dropout
+        self.c_attn = nn.Parameter(torch.ones(num_heads)) if scale_heads else None
+        # registration order k, v, q, out = the released state-dict order
+        self.k_proj = nn.Linear(kdim, embed_dim)
+        self.v_proj = nn.Linear(kdim, embed_dim)
+        self.q_proj = nn.Linear(embed_dim, embed_dim)
+        self.out_proj = nn.Linear(embed_dim, embed_dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # [B, H, T, d]
+
+    def project_kv(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of y [B, S, kdim] -> two [B, H, S, d]."""
+        return self._split(self.k_proj(y)), self._split(self.v_proj(y))
+
+    def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               bias: torch.Tensor | None) -> torch.Tensor:
+        """Queries from x [B, T, D] against cached k, v [B, H, S, d]; bias [.., T, S]. -> [B, T, D]"""
+        B, T, D = x.shape
+        q = self._split(self.q_proj(x))  # [B, H, T, d]
+        p = self.dropout if self.training else 0.0
+        if _BACKEND == "sdpa":
+            mask = None if bias is None else bias.to(q.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=self.scaling)
+        else:
+            out = eager_attention(q, k, v, bias, self.scaling, p)
+        if self.c_attn is not None:
+            out = out * self.c_attn.view(1, -1, 1, 1).to(out.dtype)  # per-head output scale
+        out = out.transpose(1, 2).reshape(B, T, D)  # [B, T, D]
+        return self.out_proj(out)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                bias: torch.Tensor | None = None) -> torch.Tensor:
+        """Attention of x [B, T, D] over y [B, S, kdim] (y = x for self-attention). -> [B, T, D]"""
+        k, v = self.project_kv(x if y is None else y)
+        return self.attend(x, k, v, bias)

@@ -1,0 +1,69 @@
+"""The image stem: a Bottleneck ResNet cut after stage 3 (no layer4, no pooling head).
+
+A [B, 3, H, W] image becomes [B, 1024, H/16, W/16] features, one per 16x16-pixel patch. The
+blocks are timm's `Bottleneck` (stride on the 3x3 conv, "ResNet v1.5"), whose parameter names
+are the released ones (`layer3.5.conv2.weight`, `layer1.0.downsample.1.running_var`).
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import DropPath
+from timm.models.resnet import Bottleneck
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+STAGE_PLANES = (64, 128, 256)
+STAGE_STRIDES = (1, 2, 2)
+STEM_CHANNELS = 64
+
+
+class ResNetStem(nn.Module):
+    """ResNet stem + layer1..layer3.
+
+    Args:
+        layers: Bottleneck blocks per stage, e.g. (3, 4, 23) for ResNet101.
+        drop_path_rate: stochastic depth; within a stage, block i > 0 gets linspace(0, rate, n)[i]
+            and the first block of each stage none (as the original).
+        frozen_bn: FrozenBatchNorm2d (fixed statistics, no `num_batches_tracked`) instead of
+            BatchNorm2d, for `freeze_resnet`.
+    """
+
+    def __init__(self, layers: tuple[int, int, int], drop_path_rate: float = 0.0, frozen_bn: bool = False):
+        super().__init__()
+        norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+        self.conv1 = nn.Conv2d(3, STEM_CHANNELS, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm(STEM_CHANNELS)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        inplanes = STEM_CHANNELS
+        for stage, (blocks, planes, stride) in enumerate(zip(layers, STAGE_PLANES, STAGE_STRIDES), start=1):
+            rates = torch.linspace(0, drop_path_rate, blocks).tolist()
+            out = planes * Bottleneck.expansion
+            stage_blocks = []
+            for i in range(blocks):
+                downsample = None
+                if i == 0:  # first block: change width/stride, shortcut through a 1x1 conv
+                    downsample = nn.Sequential(nn.Conv2d(inplanes, out, 1, stride=stride, bias=False), norm(out))
+                rate = rates[i] if i > 0 else 0.0
+                stage_blocks.append(Bottleneck(
+                    inplanes if i == 0 else out, planes, stride=stride if i == 0 else 1,
+                    downsample=downsample, norm_layer=norm,
+                    drop_path=DropPath(rate) if rate > 0 else None,
+                ))
+            setattr(self, f"layer{stage}", nn.Sequential(*stage_blocks))
+            inplanes = out
+        self.init_weights()
+
+    def init_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] -> features [B, 1024, H/16, W/16]"""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        return self.layer3(self.layer2(self.layer1(x)))

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# One pinned install of ofa-cn into .venv/ at the repository root.
+#
+#   bash scripts/setup.sh          (make calls it through the stamp file .venv/.installed)
+#
+# Order matters: fairseq-fixed compiles its C++/Cython extensions against the torch and numpy
+# that are already in the venv (--no-build-isolation), so those come first.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+python="${OFA_CN_PYTHON:-python3.11}"
+
+if ! command -v "$python" >/dev/null 2>&1; then
+    echo "setup.sh: $python not found; ofa-cn needs Python 3.11 (set OFA_CN_PYTHON to its path)." >&2
+    exit 1
+fi
+
+echo "== ofa-cn setup: venv at $venv"
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+pip=("$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off)
+
+echo "== [1/4] torch and torchvision (pinned; wheels on this machine's disk)"
+"${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
+
+echo "== [2/4] build tools for fairseq's extensions"
+"${pip[@]}" "numpy>=1.26,<2.0" "cython>=3.0,<4" "setuptools>=68,<80" "wheel"
+
+echo "== [3/4] fairseq-fixed 0.12.3.1 (upstream fairseq 0.12 + Python 3.11 dataclass fix)"
+# --no-deps: its metadata asks for torchaudio, which nothing here uses and whose wheels pin other
+# torch releases; its real run-time needs are installed explicitly below with the same pins.
+"${pip[@]}" "cffi" "hydra-core==1.3.2" "omegaconf==2.3.0" "regex" "sacrebleu>=2.3,<3" "tqdm" \
+    "bitarray" "scikit-learn" "packaging"
+if ! "$venv/bin/python" -c "import fairseq" >/dev/null 2>&1; then
+    "${pip[@]}" --no-build-isolation --no-deps "fairseq-fixed==0.12.3.1"
+fi
+
+echo "== [4/4] ofa-cn itself (editable) with its dev extras"
+"${pip[@]}" -e "$root[dev]"
+
+"$venv/bin/python" - <<'PY'
+import fairseq, torch, torchvision
+import ofa_cn
+print(f"ok: torch {torch.__version__}, torchvision {torchvision.__version__}, fairseq {fairseq.__version__}")
+PY
+touch "$venv/.installed"
