@@ -1,0 +1,125 @@
+"""Caption metrics for Chinese (MUGE-style): BLEU-4, ROUGE-L and CIDEr-D on characters.
+
+The reported numbers come from coco-caption's own scorers (pycocoevalcap 1.2) fed with
+character tokens: every non-whitespace character is one token, tokens joined by single spaces.
+coco-caption's Java PTB tokenizer (made for English) is not used.
+
+  * BLEU-4: ``pycocoevalcap.bleu.Bleu``, corpus-level, "closest" reference length.
+  * ROUGE-L: ``pycocoevalcap.rouge.Rouge``, LCS F-measure with beta = 1.2, averaged over images.
+  * CIDEr-D: ``pycocoevalcap.cider.Cider``. Despite the class name it is CIDEr-D: n = 1..4,
+    min(hyp, ref) clipping of the tf-idf weights, a Gaussian length penalty with sigma = 6,
+    idf taken from the references of the images being scored, and x10. ``cider.py`` has a pure
+    reimplementation with the same numbers.
+  * sacrebleu_zh: sacrebleu's corpus BLEU with its ``zh`` tokenizer (each CJK character a
+    token, other text tokenized like ``13a``), as a cross-check; it reads the raw strings, so
+    Latin words stay whole there, and it differs from bleu4 on text that is not Chinese.
+
+All scores are reported x100; for CIDEr-D that is 100 x coco-caption's value, which is
+already x10.
+"""
+
+from __future__ import annotations
+
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+from sacrebleu.metrics import BLEU
+
+
+def char_tokens(text: str) -> str:
+    """Every non-whitespace character of ``text`` as one token, joined by single spaces.
+
+    Args:
+        text: a caption, with or without spaces between characters.
+
+    Returns:
+        e.g. "一 个 穿 着 t 恤 的 男 人" for "一个穿着 T恤的男人" (case is kept).
+    """
+    return " ".join(ch for ch in text if not ch.isspace())
+
+
+def _describe_ids(ids: set[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(i) for i in sorted(ids)[:limit])
+    more = f" and {len(ids) - limit} more" if len(ids) > limit else ""
+    return f"{shown}{more}"
+
+
+def check_same_ids(predictions: dict, references: dict, what: str = "image id") -> None:
+    """Raise ValueError unless predictions and references cover exactly the same ids.
+
+    Args:
+        predictions: id -> prediction.
+        references: id -> reference(s).
+        what: how the ids are called in the error message.
+    """
+    if not references:
+        raise ValueError(f"No references to score against; expected at least one {what}.")
+    missing_refs = set(predictions) - set(references)
+    missing_preds = set(references) - set(predictions)
+    if missing_refs:
+        raise ValueError(
+            f"{len(missing_refs)} {what}(s) have a prediction but no reference: "
+            f"{_describe_ids(missing_refs)}. Score predictions against the reference file of "
+            "the same split, or drop these predictions."
+        )
+    if missing_preds:
+        raise ValueError(
+            f"{len(missing_preds)} {what}(s) have references but no prediction: "
+            f"{_describe_ids(missing_preds)}. Every reference item needs a prediction "
+            "(an empty one counts as wrong); was generation cut short?"
+        )
+
+
+def score_captions(
+    predictions: dict[str, str], references: dict[str, list[str]]
+) -> dict[str, float]:
+    """Character-level BLEU-4, ROUGE-L, CIDEr-D and sacrebleu-zh BLEU of a caption corpus.
+
+    Args:
+        predictions: image id -> predicted caption (spaces anywhere are ignored).
+        references: image id -> reference captions (at least one non-empty caption each).
+
+    Returns:
+        {"bleu4", "rouge_l", "cider", "sacrebleu_zh"} all x100, and "count" (images scored).
+
+    Raises:
+        ValueError: ids differ between predictions and references, or an image has an empty
+            reference list or an empty reference caption.
+    """
+    check_same_ids(predictions, references)
+    ids = sorted(references)
+    for image_id in ids:
+        refs = references[image_id]
+        if not refs:
+            raise ValueError(
+                f"Image id {image_id!r} has an empty reference list; expected at least one "
+                "reference caption. Remove the image or add its captions."
+            )
+        for k, ref in enumerate(refs):
+            if not ref.strip():
+                raise ValueError(
+                    f"Reference caption {k} of image id {image_id!r} is empty; expected a "
+                    "non-empty caption. Fix or remove it in the reference file."
+                )
+
+    res = {i: [char_tokens(predictions[i])] for i in ids}
+    gts = {i: [char_tokens(ref) for ref in references[i]] for i in ids}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge_l, _ = Rouge().compute_score(gts, res)
+    cider, _ = Cider().compute_score(gts, res)
+
+    # sacrebleu wants reference *streams*; images with fewer captions are padded with None,
+    # which sacrebleu skips (variable number of references).
+    max_refs = max(len(references[i]) for i in ids)
+    streams = [
+        [references[i][k] if k < len(references[i]) else None for i in ids] for k in range(max_refs)
+    ]
+    sacre = BLEU(tokenize="zh").corpus_score([predictions[i] for i in ids], streams)
+
+    return {
+        "bleu4": 100.0 * float(bleu[3]),
+        "rouge_l": 100.0 * float(rouge_l),
+        "cider": 100.0 * float(cider),
+        "sacrebleu_zh": float(sacre.score),
+        "count": len(ids),
+    }
