@@ -1,1 +1,17 @@
-"""OFA-CN as a fairseq plugin: ``--user-dir ofa_cn`` (or ``import ofa_cn``) registers everything."""
+"""OFA-CN as a fairseq plugin: ``--user-dir ofa_cn`` (or ``import ofa_cn``) registers everything.
+
+Registered: the model ``ofa`` and its architectures (ofa_tiny/medium/base/large/huge,
+ofa_cn_base/large, ofa_cn_demo), the tasks ``caption``, ``refcoco``, ``ocr``, ``unify_task`` and the
+criterion ``adjust_label_smoothed_cross_entropy``. Importing also lets ``torch.load`` read the
+released checkpoints' ``argparse.Namespace`` with ``weights_only=True`` (nothing else).
+"""
+
+from .checkpoint import allow_checkpoint_globals
+
+allow_checkpoint_globals()
+
+from . import criterion  # noqa: E402  (registration)
+from .model import ofa  # noqa: E402
+from . import tasks  # noqa: E402
+
+__version__ = "0.1.0"

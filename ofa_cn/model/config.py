@@ -154,6 +154,12 @@ def check_saved_options(values: Mapping[str, Any]) -> None:
         )
 
 
+def linear_rates(rate: float, n: int) -> list[float]:
+    """Stochastic-depth rates rising linearly from 0 to `rate` over n blocks (plain floats, so a
+    model can be built on the meta device)."""
+    return [rate * i / (n - 1) for i in range(n)] if n > 1 else [0.0] * n
+
+
 def config_for_arch(arch: str, **overrides: Any) -> OFAConfig:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown OFA architecture {arch!r}; known: {sorted(ARCHITECTURES)}")

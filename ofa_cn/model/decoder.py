@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MAX_POSITION_BUCKETS, POSITION_TABLE_EXTRA, OFAConfig
+from .config import MAX_POSITION_BUCKETS, POSITION_TABLE_EXTRA, linear_rates, OFAConfig
 from .encoder import EncoderOutput, split_heads_bias
 from .layers import DecoderLayer
 from .positions import decoder_image_position_table, image_bucket_table, num_image_buckets, token_bucket_table
@@ -60,7 +60,7 @@ class Decoder(nn.Module):
         self.cross_pos_q_linear = nn.Linear(D, D)
         self.cross_pos_k_linear = nn.Linear(D, D)
         self.code_layernorm_embedding = nn.LayerNorm(D)  # image-code tokens (unused for text)
-        rates = torch.linspace(0, cfg.decoder_drop_path_rate, cfg.decoder_layers).tolist()
+        rates = linear_rates(cfg.decoder_drop_path_rate, cfg.decoder_layers)
         self.layers = nn.ModuleList(DecoderLayer(cfg, r) for r in rates)
         self.layer_norm = nn.LayerNorm(D)  # after the last layer
         self.output_projection = nn.Linear(D, embed_tokens.num_embeddings, bias=False)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import MAX_POSITION_BUCKETS, POSITION_TABLE_EXTRA, RESNET_OUT_CHANNELS, OFAConfig
+from .config import MAX_POSITION_BUCKETS, POSITION_TABLE_EXTRA, linear_rates, RESNET_OUT_CHANNELS, OFAConfig
 from .layers import EncoderLayer
 from .positions import image_bucket_table, image_position_ids, num_image_buckets, token_bucket_table
 from .resnet import ResNetStem
@@ -99,7 +99,7 @@ class Encoder(nn.Module):
         self.pos_scaling = (D / H * cfg.attn_scale_factor) ** -0.5
         self.pos_q_linear = nn.Linear(D, D)
         self.pos_k_linear = nn.Linear(D, D)
-        rates = torch.linspace(0, cfg.encoder_drop_path_rate, cfg.encoder_layers).tolist()
+        rates = linear_rates(cfg.encoder_drop_path_rate, cfg.encoder_layers)
         self.layers = nn.ModuleList(EncoderLayer(cfg, r) for r in rates)
         self.layer_norm = nn.LayerNorm(D)  # after the last layer
         self.token_rel_pos_table_list = nn.ModuleList(

@@ -13,6 +13,8 @@ from timm.models.resnet import Bottleneck
 from torch import nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from .config import linear_rates
+
 STAGE_PLANES = (64, 128, 256)
 STAGE_STRIDES = (1, 2, 2)
 STEM_CHANNELS = 64
@@ -38,7 +40,7 @@ class ResNetStem(nn.Module):
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         inplanes = STEM_CHANNELS
         for stage, (blocks, planes, stride) in enumerate(zip(layers, STAGE_PLANES, STAGE_STRIDES), start=1):
-            rates = torch.linspace(0, drop_path_rate, blocks).tolist()
+            rates = linear_rates(drop_path_rate, blocks)
             out = planes * Bottleneck.expansion
             stage_blocks = []
             for i in range(blocks):

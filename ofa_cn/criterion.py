@@ -1,0 +1,149 @@
+"""Label-smoothed cross entropy as OFA trains with it: a pure function plus the fairseq criterion.
+
+Per target token y, with smoothing eps over the A allowed ids (all V, or the specials plus a
+`constraint_range`):
+
+    loss = (1 - eps - eps_i) * nll + eps_i * sum_{v allowed} -log p(v),   eps_i = eps / (A - 1)
+
+so the target gets weight 1 - eps and every other allowed id eps / (A - 1). With
+`drop_worst_ratio` r, after `drop_worst_after` updates only the (1 - r) smallest token losses
+of a batch count.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from fairseq import metrics
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import FairseqDataclass
+from omegaconf import II
+
+from .generate import mask_outside_range, parse_constraint_range
+
+CONSTRAINED_EPS = 1e-6  # the original adds this to eps_i when a range is set
+
+
+def label_smoothed_nll_loss(lprobs: torch.Tensor, target: torch.Tensor, epsilon: float,
+                            allowed: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token smoothed loss and nll.
+
+    Args:
+        lprobs: [N, V] log-probabilities (-inf outside the allowed ids).
+        target: [N] ids.
+        epsilon: label smoothing.
+        allowed: (start, end) of a constraint range (ids 0..3 stay allowed), or None for all V.
+    Returns:
+        loss [N], nll [N]
+    """
+    nll = -lprobs.gather(-1, target[:, None]).squeeze(-1)
+    if allowed is None:
+        n_allowed = lprobs.size(-1)
+        smooth = -lprobs.sum(-1)
+        eps_i = epsilon / (n_allowed - 1)
+    else:
+        start, end = allowed
+        n_allowed = 4 + end - start
+        smooth = -(lprobs[:, :4].sum(-1) + lprobs[:, start:end].sum(-1))
+        eps_i = epsilon / (n_allowed - 1) + CONSTRAINED_EPS
+    loss = (1.0 - epsilon - eps_i) * nll + eps_i * smooth
+    return loss, nll
+
+
+def drop_worst(loss: torch.Tensor, nll: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the int(n * (1 - ratio)) smallest token losses (and their nll)."""
+    keep = int(loss.numel() * (1 - ratio))
+    loss, idx = torch.topk(loss, k=keep, largest=False)
+    return loss, nll[idx]
+
+
+@dataclass
+class AdjustLabelSmoothedCrossEntropyConfig(FairseqDataclass):
+    label_smoothing: float = field(default=0.0, metadata={"help": "eps: weight moved from the target to the other ids"})
+    report_accuracy: bool = field(default=False, metadata={"help": "log token accuracy"})
+    ignore_prefix_size: int = field(default=0, metadata={"help": "do not score the first N target positions"})
+    ignore_eos: bool = field(default=False, metadata={"help": "do not score the eos of each target"})
+    sentence_avg: bool = II("optimization.sentence_avg")
+    drop_worst_ratio: float = field(default=0.0, metadata={"help": "drop this share of the worst token losses"})
+    drop_worst_after: int = field(default=0, metadata={"help": "... only after this many updates"})
+    use_rdrop: bool = field(default=False, metadata={"help": "R-Drop (not supported; must stay off)"})
+    reg_alpha: float = field(default=1.0, metadata={"help": "R-Drop weight (unused)"})
+    sample_patch_num: int = field(default=196, metadata={"help": "pretraining two-batch path only (unused here)"})
+    constraint_range: str | None = field(default=None, metadata={"help": "'start,end': smooth and predict only these ids (plus the 4 specials)"})
+
+
+@register_criterion("adjust_label_smoothed_cross_entropy", dataclass=AdjustLabelSmoothedCrossEntropyConfig)
+class AdjustLabelSmoothedCrossEntropyCriterion(FairseqCriterion):
+    def __init__(self, task, sentence_avg, label_smoothing, ignore_prefix_size=0, ignore_eos=False,
+                 report_accuracy=False, drop_worst_ratio=0.0, drop_worst_after=0, use_rdrop=False,
+                 reg_alpha=1.0, sample_patch_num=196, constraint_range=None):
+        super().__init__(task)
+        if use_rdrop:
+            raise ValueError("use_rdrop=True is not supported by ofa_cn; set criterion.use_rdrop=false")
+        self.sentence_avg = sentence_avg
+        self.eps = label_smoothing
+        self.ignore_prefix_size = ignore_prefix_size
+        self.ignore_eos = ignore_eos
+        self.report_accuracy = report_accuracy
+        self.drop_worst_ratio = drop_worst_ratio
+        self.drop_worst_after = drop_worst_after
+        self.allowed = parse_constraint_range(constraint_range)
+
+    def token_losses(self, logits: torch.Tensor, target: torch.Tensor):
+        """logits [B, T, V], target [B, T] -> per scored token: loss [N], nll [N], lprobs [N, V], target [N]"""
+        logits = mask_outside_range(logits, self.allowed)
+        lprobs = F.log_softmax(logits.float(), dim=-1)
+        if self.ignore_prefix_size > 0:
+            lprobs, target = lprobs[:, self.ignore_prefix_size:], target[:, self.ignore_prefix_size:]
+        if self.ignore_eos:
+            keep = target.ne(self.task.target_dictionary.eos())
+            lprobs, target = lprobs[keep], target[keep]
+        keep = target.ne(self.padding_idx)
+        lprobs, target = lprobs[keep], target[keep]  # [N, V], [N]
+        loss, nll = label_smoothed_nll_loss(lprobs, target, self.eps, self.allowed)
+        return loss, nll, lprobs, target
+
+    def forward(self, model, sample, update_num: int = 0, reduce: bool = True):
+        if not sample:  # an all-skipped batch
+            zero = torch.zeros((), requires_grad=True)
+            return zero, 0, {"loss": 0.0, "nll_loss": 0.0, "ntokens": 0, "nsentences": 0, "sample_size": 0}
+        logits, _ = model(**sample["net_input"])
+        loss, nll, lprobs, target = self.token_losses(logits, sample["target"])
+        if self.drop_worst_ratio > 0 and update_num > self.drop_worst_after and model.training:
+            loss, nll = drop_worst(loss, nll, self.drop_worst_ratio)
+        ntokens = loss.numel()
+        nsentences = sample["target"].size(0)
+        sample_size = nsentences if self.sentence_avg else ntokens
+        logging_output = {
+            "loss": loss.sum().data, "nll_loss": nll.sum().data, "ntokens": ntokens,
+            "nsentences": nsentences, "sample_size": sample_size,
+        }
+        if self.report_accuracy:
+            logging_output["n_correct"] = lprobs.argmax(-1).eq(target).sum().item()
+            logging_output["total"] = target.numel()
+        return loss.sum(), sample_size, logging_output
+
+    @classmethod
+    def reduce_metrics(cls, logging_outputs) -> None:
+        def total(key):
+            return sum(log.get(key, 0) for log in logging_outputs)
+
+        loss, nll, ntokens = total("loss"), total("nll_loss"), total("ntokens")
+        sample_size = total("sample_size")
+        metrics.log_scalar("loss", loss / max(sample_size, 1) / math.log(2), sample_size, round=3)
+        metrics.log_scalar("nll_loss", nll / max(ntokens, 1) / math.log(2), ntokens, round=3)
+        metrics.log_derived("ppl", lambda m: 2 ** m["nll_loss"].avg if "nll_loss" in m else float("nan"))
+        metrics.log_scalar("ntokens", ntokens)
+        metrics.log_scalar("nsentences", total("nsentences"))
+        if total("total") > 0:
+            metrics.log_scalar("_n_correct", total("n_correct"))
+            metrics.log_scalar("_total", total("total"))
+            metrics.log_derived("accuracy", lambda m: round(
+                m["_n_correct"].sum * 100.0 / m["_total"].sum, 3) if m["_total"].sum > 0 else float("nan"))
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True

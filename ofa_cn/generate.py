@@ -1,0 +1,121 @@
+"""fairseq's SequenceGenerator set up for OFA: start from bos, optional allowed-token range.
+
+Nothing of fairseq's beam search is copied. OFA needs two things beyond it:
+- decoding starts from bos (0), not eos: `generate(..., bos_token=BOS)`;
+- n-gram blocking over the hypothesis so far: fairseq 0.12's CPU fallback of `NGramRepeatBlock`
+  compares against the end of the whole (padded) token buffer rather than the current prefix,
+  so it never blocks anything; `NoRepeatNGram` replaces it (vectorised, any device);
+- an allowed range of ids (the original `constraint_range "a,b"`): logits of ids 4..a-1 and >= b
+  are set to -inf BEFORE the log-softmax, so scores are normalised over what may be chosen. The
+  four specials stay allowed; fairseq masks pad itself and eos below min_len. This is the one
+  hook: each model is wrapped in `AllowedTokens`, whose `get_normalized_probs` applies the mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from fairseq.ngram_repeat_block import NGramRepeatBlock
+from fairseq.sequence_generator import SequenceGenerator
+from torch import nn
+
+from .tokenizer import BOS
+
+NUM_SPECIALS = 4  # <s> <pad> </s> <unk> stay allowed under a constraint range
+
+
+def parse_constraint_range(spec: str | Sequence[int] | None) -> tuple[int, int] | None:
+    """"29325,30325" -> (29325, 30325); None/"" -> None."""
+    if spec is None or spec == "" or spec == "None":
+        return None
+    if isinstance(spec, str):
+        parts = spec.split(",")
+        if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+            raise ValueError(f"constraint_range must be 'start,end' (two integers), got {spec!r}")
+        start, end = int(parts[0]), int(parts[1])
+    else:
+        start, end = (int(v) for v in spec)
+    if not NUM_SPECIALS <= start < end:
+        raise ValueError(f"constraint_range {start},{end}: expected {NUM_SPECIALS} <= start < end")
+    return start, end
+
+
+def mask_outside_range(logits: torch.Tensor, allowed: tuple[int, int] | None) -> torch.Tensor:
+    """Set logits of ids in [4, start) and [end, V) to -inf (ids 0..3 stay). logits [..., V]"""
+    if allowed is None:
+        return logits
+    start, end = allowed
+    logits = logits.clone()
+    logits[..., NUM_SPECIALS:start] = float("-inf")
+    logits[..., end:] = float("-inf")
+    return logits
+
+
+class NoRepeatNGram(NGramRepeatBlock):
+    """Ban every token that would repeat an n-gram of the hypothesis (bos included)."""
+
+    def __init__(self, no_repeat_ngram_size: int):
+        super().__init__(no_repeat_ngram_size, use_extension=False)
+
+    def forward(self, tokens: torch.Tensor, lprobs: torch.Tensor, bsz: int, beam_size: int, step: int):
+        """tokens [R, >= step+1] (the prefix is tokens[:, :step+1]); lprobs [R, V], changed in place."""
+        n = self.no_repeat_ngram_size
+        length = step + 1
+        if length < n:
+            return lprobs
+        prefix = tokens[:, :length]
+        grams = prefix.unfold(1, n, 1)  # [R, G, n], every n-gram so far
+        last = prefix[:, length - (n - 1):]  # [R, n-1], what the next token would extend
+        hit = (grams[:, :, : n - 1] == last[:, None, :]).all(-1)  # [R, G]
+        rows, cols = hit.nonzero(as_tuple=True)
+        lprobs[rows, grams[rows, cols, n - 1]] = float("-inf")
+        return lprobs
+
+
+class AllowedTokens(nn.Module):
+    """A model seen by the generator with every id outside `allowed` masked before log-softmax."""
+
+    def __init__(self, model: nn.Module, allowed: tuple[int, int] | None):
+        super().__init__()
+        self.model = model
+        self.allowed = allowed
+
+    @property
+    def encoder(self):
+        return self.model.encoder
+
+    @property
+    def decoder(self):
+        return self.model.decoder
+
+    def max_decoder_positions(self) -> int:
+        return self.model.max_decoder_positions()
+
+    def get_normalized_probs(self, net_output, log_probs: bool, sample=None):
+        logits = mask_outside_range(net_output[0], self.allowed)
+        return self.model.get_normalized_probs((logits, *net_output[1:]), log_probs, sample)
+
+
+def build_generator(models: Sequence[nn.Module], dictionary, *, beam: int = 5, max_len_a: float = 0,
+                    max_len_b: int = 200, min_len: int = 1, no_repeat_ngram_size: int = 0,
+                    len_penalty: float = 1.0, unk_penalty: float = 0.0, temperature: float = 1.0,
+                    normalize_scores: bool = True, constraint_range: Any = None,
+                    **unused) -> SequenceGenerator:
+    """A fairseq SequenceGenerator over `models` (an ensemble when several)."""
+    allowed = parse_constraint_range(constraint_range)
+    wrapped = [AllowedTokens(m, allowed) for m in models]
+    generator = SequenceGenerator(
+        wrapped, dictionary, beam_size=beam, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+        normalize_scores=normalize_scores, len_penalty=len_penalty, unk_penalty=unk_penalty,
+        temperature=temperature, no_repeat_ngram_size=no_repeat_ngram_size,
+    )
+    if no_repeat_ngram_size > 0:
+        generator.repeat_ngram_blocker = NoRepeatNGram(no_repeat_ngram_size)
+    return generator
+
+
+@torch.no_grad()
+def generate(generator: SequenceGenerator, sample: dict[str, Any]) -> list[list[dict[str, torch.Tensor]]]:
+    """Beam search from bos. -> per row, hypotheses best first: {"tokens" (ends with eos), "score", ...}"""
+    return generator.generate(generator.model.models, sample, bos_token=BOS)

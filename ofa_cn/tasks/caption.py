@@ -1,0 +1,48 @@
+"""The `caption` task (MUGE): image -> Chinese caption; validation CIDEr-D on characters."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+from fairseq.tasks import register_task
+
+from ..data.caption import CaptionDataset
+from ..metrics.caption import char_tokens
+from ..metrics.cider import cider_d
+from .base import OFATask, OFATaskConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CaptionConfig(OFATaskConfig):
+    eval_cider: bool = field(default=False, metadata={
+        "help": "CIDEr-D of generated captions at validation (characters as tokens); needs eval_args"})
+    eval_bleu: bool = field(default=False, metadata={"help": "accepted for released configs; CIDEr-D is reported"})
+    eval_cider_cached_tokens: Optional[str] = field(default=None, metadata={
+        "help": "accepted for released configs (document frequencies come from the validation references)"})
+    scst: bool = field(default=False, metadata={"help": "self-critical training (stage 2); see checkpoints.md"})
+    scst_args: str = field(default="{}", metadata={"help": "generation settings for SCST samples, JSON"})
+
+
+@register_task("caption", dataclass=CaptionConfig)
+class CaptionTask(OFATask):
+    FIELDS = ("image_id", "image", "caption")
+    DEFAULT_COLS = "0,1,2"
+    METRIC_NAME = "cider"
+
+    def build_dataset(self, tsv, split, epoch):
+        return CaptionDataset(tsv, self.tokenizer, **self.common_dataset_args(split, epoch))
+
+    def eval_generation_args(self):
+        return super().eval_generation_args() if self.cfg.eval_cider else {}
+
+    def score_batch(self, sample, best_tokens):
+        hyps = [char_tokens(self.decode_text(t)) for t in best_tokens]
+        refs = [[char_tokens(r) for r in refs] for refs in sample["references"]]
+        scores = cider_d(hyps, refs)
+        if self.cfg.eval_print_samples and hyps:
+            logger.info("example hypothesis: %s | reference: %s", hyps[0], refs[0][0])
+        return float(sum(scores)), len(scores)

@@ -1,0 +1,59 @@
+"""The `refcoco` task (RefCOCO-CN visual grounding): image + expression -> box as 4 <bin_k>."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from fairseq.tasks import register_task
+
+from ..data.boxes import bins_to_box
+from ..data.grounding import GroundingDataset
+from ..metrics.grounding import box_iou
+from .base import OFATask, OFATaskConfig
+
+
+@dataclass
+class RefcocoConfig(OFATaskConfig):
+    max_image_size: int = field(default=512, metadata={"help": "box coordinates are divided by this before binning"})
+    eval_acc: bool = field(default=False, metadata={"help": "Acc@0.5 of generated boxes at validation"})
+    bins_only: bool = field(default=True, metadata={
+        "help": "generate only <bin_k> tokens (the original allowed any token, so weak models emitted non-boxes)"})
+    scst: bool = field(default=False, metadata={"help": "accepted for released configs; not supported"})
+    scst_args: str = field(default="{}", metadata={"help": "accepted for released configs"})
+
+
+@register_task("refcoco", dataclass=RefcocoConfig)
+class RefcocoTask(OFATask):
+    FIELDS = ("uniq_id", "image", "text", "box")
+    DEFAULT_COLS = "0,1,2,3"
+    METRIC_NAME = "acc"
+
+    def build_dataset(self, tsv, split, epoch):
+        return GroundingDataset(tsv, self.tokenizer, max_image_size=self.cfg.max_image_size,
+                                num_bins=self.cfg.num_bins, **self.common_dataset_args(split, epoch))
+
+    def generation_constraint(self):
+        if self.cfg.constraint_range or not self.cfg.bins_only:
+            return self.cfg.constraint_range
+        first_bin = len(self.dictionary) - self.cfg.num_bins
+        return f"{first_bin},{len(self.dictionary)}"
+
+    def eval_generation_args(self):
+        if not self.cfg.eval_acc:
+            return {}
+        return {"beam": 5, "min_len": 4, "max_len_a": 0, "max_len_b": 4, **super().eval_generation_args()}
+
+    def tokens_to_box(self, tokens: torch.Tensor, w_ratio: float, h_ratio: float) -> list[float]:
+        """The first 4 generated ids -> [x0, y0, x1, y1] in the original image's pixels."""
+        bins = [int(t) - (len(self.dictionary) - self.cfg.num_bins) for t in tokens[:4]]
+        return bins_to_box(bins, self.cfg.max_image_size, self.cfg.num_bins, w_ratio, h_ratio)
+
+    def score_batch(self, sample, best_tokens):
+        hits = 0
+        for i, tokens in enumerate(best_tokens):
+            box = self.tokens_to_box(tokens, float(sample["w_resize_ratios"][i]), float(sample["h_resize_ratios"][i]))
+            gt = sample["region_coords"][i].tolist()
+            hits += int(box_iou(box, gt) >= 0.5 and min(box[2], gt[2]) > max(box[0], gt[0])
+                        and min(box[3], gt[3]) > max(box[1], gt[1]))
+        return float(hits), len(best_tokens)

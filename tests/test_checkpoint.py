@@ -1,0 +1,98 @@
+"""Safe, strict checkpoint loading; fp16 weights; export to safetensors and back."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+
+import pytest
+import torch
+
+from helpers import randomize_, tiny_config
+from ofa_cn.checkpoint import (CheckpointError, export_checkpoint, load_checkpoint_file, load_exported,
+                               load_pretrained)
+from ofa_cn.model.ofa import OFAModel
+
+
+def save_tiny(path, dtype=torch.float32, drop=(), extra=None, **overrides):
+    cfg = tiny_config(**overrides)
+    model = randomize_(OFAModel.from_config(cfg))
+    sd = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items() if k not in drop}
+    sd.update(extra or {})
+    args = argparse.Namespace(arch="ofa_base", _name="ofa_base", **{
+        k: getattr(cfg, k) for k in ("resnet_type", "encoder_embed_dim", "decoder_embed_dim", "encoder_ffn_embed_dim",
+                                     "decoder_ffn_embed_dim", "encoder_attention_heads", "decoder_attention_heads",
+                                     "encoder_layers", "decoder_layers", "token_bucket_size", "image_bucket_size",
+                                     "max_source_positions", "max_target_positions",
+                                     "code_image_size")})
+    torch.save({"args": None, "cfg": {"model": args, "task": {"_name": "caption", "patch_image_size": 64}},
+                "model": sd}, path)
+    return model
+
+
+class Boom:
+    def __reduce__(self):
+        return (os.system, ("touch " + os.environ["OFA_CN_BOOM"],))
+
+
+def test_code_in_a_pickle_is_refused_and_never_runs(tmp_path, monkeypatch):
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("OFA_CN_BOOM", str(marker))
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"model": {}, "payload": Boom()}, f)
+    with pytest.raises(CheckpointError, match="refused to load .*nothing from it was executed"):
+        load_checkpoint_file(path)
+    assert not marker.exists()
+
+
+def test_missing_file_and_garbage(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint_file(tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        load_checkpoint_file(tmp_path / "junk.pt")
+
+
+def test_missing_and_unexpected_keys_are_listed(tmp_path):
+    save_tiny(tmp_path / "a.pt", drop=("encoder.layers.1.attn_ln.weight",), extra={"encoder.bogus": torch.zeros(2)})
+    with pytest.raises(CheckpointError, match=r"1 missing: encoder\.layers\.1\.attn_ln\.weight.*1 unexpected: encoder\.bogus"):
+        load_pretrained(tmp_path / "a.pt")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fp16_weights_load(tmp_path, dtype):
+    original = save_tiny(tmp_path / "h.pt", dtype=torch.float16)
+    model, task = load_pretrained(tmp_path / "h.pt", dtype=dtype)
+    assert task["patch_image_size"] == 64
+    w = model.encoder.layers[0].fc1.weight
+    assert w.dtype == dtype
+    ref = original.encoder.layers[0].fc1.weight.detach().half().to(dtype)
+    assert torch.equal(w.detach(), ref)
+    assert model.decoder.output_projection.weight.data_ptr() == model.encoder.embed_tokens.weight.data_ptr()
+
+
+@torch.no_grad()
+def test_export_round_trip(tmp_path):
+    save_tiny(tmp_path / "c.pt")
+    model, _ = load_pretrained(tmp_path / "c.pt")
+    out = export_checkpoint(tmp_path / "c.pt", tmp_path / "exported")
+    again, task = load_exported(out)
+    assert task["_name"] == "caption"
+    for (k, a), (k2, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert k == k2 and torch.equal(a, b), k
+    src = torch.tensor([[0, 5, 6, 2]])
+    images = torch.randn(1, 3, 32, 32)
+    prev = torch.tensor([[0, 9]])
+    torch.testing.assert_close(model(src, None, prev, patch_images=images)[0],
+                               again(src, None, prev, patch_images=images)[0], atol=0, rtol=0)
+
+
+def test_unsupported_architecture_is_named(tmp_path):
+    save_tiny(tmp_path / "d.pt")
+    state = torch.load(tmp_path / "d.pt", weights_only=False)
+    state["cfg"]["model"].share_all_embeddings = False
+    torch.save(state, tmp_path / "d.pt")
+    with pytest.raises(CheckpointError, match="share_all_embeddings"):
+        load_pretrained(tmp_path / "d.pt")
