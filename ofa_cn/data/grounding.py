@@ -1,0 +1,111 @@
+"""Visual grounding (RefCOCO-CN): ``uniq_id, image, text, "x0,y0,x1,y1"`` rows -> samples.
+
+Source: ``这段文字" {} "描述的是哪个区域？`` around the cleaned expression. Image: resized to S x S
+with the box. Target: the box as four ``<bin_k>`` tokens (x0 y0 x1 y1), quantised after the
+resize and relative to ``max_image_size``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..tokenizer import ChineseTokenizer
+from .base import TSVDataset
+from .boxes import box_to_bins, parse_box
+from .image import resize_with_box
+from .tsv import TSVFile
+
+_WHITESPACE_RUNS = re.compile(r"\s{2,}")
+
+
+def pre_caption(text: str, max_words: int) -> str:
+    """The original's expression cleaning: lower-case, drop leading ``,.!?*#:;~``, ``-`` and ``/``
+    -> space, ``<person>`` -> ``person``, collapse whitespace, keep the first ``max_words`` words.
+
+    Example: ``"~Left-Side/Man  "`` -> ``"left side man"`` (a leading space keeps the ``~``).
+    """
+    text = text.lower().lstrip(",.!?*#:;~").replace("-", " ").replace("/", " ").replace("<person>", "person")
+    text = _WHITESPACE_RUNS.sub(" ", text).rstrip("\n").strip(" ")
+    words = text.split(" ")
+    return " ".join(words[:max_words])
+
+
+class GroundingDataset(TSVDataset):
+    """Grounding rows -> samples (keys in ``ofa_cn.data.base``), plus:
+
+    uniq_id          str
+    w_resize_ratio   float32 0-dim   S / original width
+    h_resize_ratio   float32 0-dim   S / original height
+    region_coord     float32 [4]     the box in ORIGINAL pixels (x0, y0, x1, y1)
+
+    Args:
+        max_image_size: the divisor of resized coordinates before quantisation (task config,
+            default 512); must be >= patch_image_size so every bin exists.
+        num_bins: number of ``<bin_k>`` tokens (task config, 1000); must match the tokenizer.
+        others: those of ``TSVDataset`` (``max_src_length`` limits the expression's words).
+    """
+
+    FIELDS = ("uniq_id", "image", "text", "box")
+    EXTRAS = ("uniq_id", "w_resize_ratio", "h_resize_ratio", "region_coord")
+    # ASCII quotes with a space inside each, full-width ？ at the end
+    PROMPT_TEMPLATE = '这段文字" {} "描述的是哪个区域？'
+
+    def __init__(
+        self,
+        tsv: TSVFile,
+        tokenizer: ChineseTokenizer,
+        split: str,
+        patch_image_size: int,
+        max_src_length: int = 128,
+        max_tgt_length: int = 30,
+        imagenet_default_mean_and_std: bool = False,
+        skip_bad_rows: bool = False,
+        max_image_size: int = 512,
+        num_bins: int = 1000,
+    ):
+        super().__init__(
+            tsv, tokenizer, split, patch_image_size, max_src_length, max_tgt_length,
+            imagenet_default_mean_and_std, skip_bad_rows,
+        )
+        if patch_image_size > max_image_size:
+            raise ValueError(
+                f"patch_image_size ({patch_image_size}) > max_image_size ({max_image_size}): resized boxes "
+                f"would quantise past the last bin; use max_image_size >= patch_image_size."
+            )
+        if num_bins != tokenizer.num_bins:
+            raise ValueError(
+                f"num_bins ({num_bins}) differs from the tokenizer's ({tokenizer.num_bins}); build the "
+                f"tokenizer with get_tokenizer(num_bins={num_bins})."
+            )
+        self.max_image_size = max_image_size
+        self.num_bins = num_bins
+        template_ids = tokenizer.encode(self.PROMPT_TEMPLATE.format(""))
+        self._max_source = len(template_ids) + 2  # + the expression, bounded below
+
+    def nominal_sizes(self) -> tuple[int, int]:
+        # An estimate: the expression has at most max_src_length words, counted as one token each.
+        return self._max_source + self.max_src_length, 5
+
+    def build_sample(self, index: int, row: dict[str, str]) -> dict:
+        expression = pre_caption(row["text"], self.max_src_length)
+        self.encode_text(index, "text", expression)  # raises DataError when nothing is left
+        source_ids = self.tokenizer.encode(self.PROMPT_TEMPLATE.format(expression))
+        image = self.decode_image(index, row)
+        box = parse_box(row["box"], self.tsv.where(index, "box"), image.size)
+        patch_image, box_resized, w_ratio, h_ratio = resize_with_box(
+            image, box, self.patch_image_size, self.mean, self.std
+        )
+        bins = box_to_bins(box_resized, self.max_image_size, self.num_bins)
+        answer_ids = [self.tokenizer.bin_id(k) for k in bins]
+        return self.make_sample(
+            index,
+            answer_ids,
+            patch_image,
+            source_ids=source_ids,
+            uniq_id=row["uniq_id"],
+            w_resize_ratio=torch.tensor(w_ratio, dtype=torch.float32),
+            h_resize_ratio=torch.tensor(h_ratio, dtype=torch.float32),
+            region_coord=torch.tensor(box, dtype=torch.float32),
+        )

@@ -1,0 +1,178 @@
+"""Image decoding and the per-task resize + normalise transforms, as pure functions.
+
+The sizes and the normalisation come from the checkpoint's task config (``patch_image_size``,
+``imagenet_default_mean_and_std``) and are passed in explicitly. Every resize is PIL bicubic, as
+the original's torchvision transforms on PIL images are, so pixel values match the original bit
+for bit. Tensors are ``[3, H, W]`` float32, channels RGB.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import random
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import FIX_OR_SKIP, DataError
+
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
+# imagenet_default_mean_and_std -> (mean, std); False (the default) maps pixels to [-1, 1].
+MEAN_STD: dict[bool, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    False: ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    True: (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+}
+
+OCR_MIN_SIDE = 64  # the short side of an OCR image is never resized below this
+DOCUMENT_RESIZE_HW = (64, 1920)  # document mode: one long text line ...
+DOCUMENT_CHUNKS = 4  # ... cut into 4 pieces of 64 x 480, stacked into 256 x 480
+DOCUMENT_PATCH_SIZE = DOCUMENT_RESIZE_HW[1] // DOCUMENT_CHUNKS
+
+
+def decode_image(b64: str, where: str) -> Image.Image:
+    """Base64 of an image file's bytes -> RGB PIL image.
+
+    Accepts URL-safe and standard base64 (``urlsafe_b64decode`` maps ``-_`` to ``+/`` and keeps
+    ``+/`` as they are).
+
+    Args:
+        b64: the encoded image, e.g. a TSV image column.
+        where: the location for errors, e.g. ``location(path, row, "image")``.
+
+    Raises:
+        DataError: the text is not base64, or the bytes are not an image PIL can read.
+    """
+    try:
+        data = base64.urlsafe_b64decode(b64)
+    except (binascii.Error, ValueError) as e:  # ValueError: non-ASCII characters
+        raise DataError(
+            where, f"expected base64 of an image file, found text that is not base64 ({e}; {len(b64)} characters). "
+            f"{FIX_OR_SKIP}"
+        ) from None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.convert("RGB")  # convert loads the pixels, so truncated files fail here
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+        # PIL reports bad files as UnidentifiedImageError (an OSError), SyntaxError (broken PNG
+        # chunks) or EOFError, depending on the format.
+        raise DataError(
+            where, f"expected an image file (PNG, JPEG, ...), found {len(data)} bytes that PIL cannot read "
+            f"({type(e).__name__}: {e}). {FIX_OR_SKIP}"
+        ) from None
+
+
+def to_tensor(img: Image.Image | np.ndarray) -> torch.Tensor:
+    """RGB uint8 image (PIL or [H, W, 3] array) -> float32 [3, H, W] in [0, 1] (torchvision's ToTensor)."""
+    pixels = np.array(img, dtype=np.uint8, copy=True)  # [H, W, 3]
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous().float().div(255)
+
+
+def normalize(tensor: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(tensor - mean) / std per channel, in torchvision's order of operations. [3, H, W] -> same."""
+    mean_t = torch.as_tensor(mean, dtype=tensor.dtype).view(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=tensor.dtype).view(-1, 1, 1)
+    return tensor.sub(mean_t).div(std_t)
+
+
+def resize_square(img: Image.Image, size: int, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Caption transform: bicubic resize to size x size (aspect ratio not kept), then normalise.
+
+    Returns:
+        float32 [3, size, size].
+    """
+    resized = img.resize((size, size), Image.Resampling.BICUBIC)
+    return normalize(to_tensor(resized), mean, std)
+
+
+def resize_with_box(
+    img: Image.Image,
+    box: Sequence[float],
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> tuple[torch.Tensor, torch.Tensor, float, float]:
+    """Grounding transform: resize to size x size, scaling the box with the image.
+
+    The original's ``RandomResize([S], max_size=S)`` clamps both sides to S, so the result is
+    always S x S whatever the aspect ratio.
+
+    Args:
+        box: (x0, y0, x1, y1) in pixels of ``img``.
+
+    Returns:
+        image float32 [3, size, size]; the box in resized pixels, float32 [4] (scaled in float32 as
+        the original); w_ratio = size / width; h_ratio = size / height.
+    """
+    width, height = img.size
+    w_ratio, h_ratio = size / width, size / height
+    scale = torch.tensor([w_ratio, h_ratio, w_ratio, h_ratio], dtype=torch.float32)
+    box_resized = torch.as_tensor(box, dtype=torch.float32) * scale
+    return resize_square(img, size, mean, std), box_resized, w_ratio, h_ratio
+
+
+def _pad_offset(free: int, rng: random.Random | None) -> int:
+    # Training draws the offset; evaluation centres the image. The original drew it with the
+    # unseeded global `random` at evaluation too, so its OCR scores were not reproducible.
+    return rng.randint(0, free) if rng is not None else free // 2
+
+
+def ocr_resize(
+    img: Image.Image,
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    rng: random.Random | None = None,
+    is_document: bool = False,
+) -> torch.Tensor:
+    """OCR transform: aspect-preserving bicubic resize into size x size, edge-replicated padding.
+
+    Non-document mode: the long side becomes ``size`` and the short side ``max(64, int(size *
+    short / long))``; the short side is then padded to ``size`` by repeating the edge pixels.
+    Document mode: resize to 64 x 1920 (h x w), cut into 4 pieces of 64 x 480 stacked top to
+    bottom (256 x 480), and pad the height to 480; needs size == 480.
+
+    The padding offset is drawn from ``rng`` when one is given (training) and centred,
+    ``(size - new) // 2``, when ``rng`` is None (evaluation). The original drew it from Python's
+    unseeded global ``random`` at evaluation too, so its OCR evaluation was not deterministic; we
+    centre instead (as ModelScope's port does).
+
+    Args:
+        size: ``patch_image_size``; at least 64.
+        rng: the training-time random source, or None for evaluation.
+
+    Returns:
+        float32 [3, size, size].
+    """
+    if size < OCR_MIN_SIDE:
+        raise ValueError(f"OCR needs patch_image_size >= {OCR_MIN_SIDE} (the smallest resized side), got {size}")
+    width, height = img.size
+    if is_document:
+        if size != DOCUMENT_PATCH_SIZE:
+            raise ValueError(
+                f"document mode needs patch_image_size {DOCUMENT_PATCH_SIZE} (its stacked pieces are "
+                f"{DOCUMENT_PATCH_SIZE} wide), got {size}; set patch_image_size={DOCUMENT_PATCH_SIZE} "
+                f"or turn is_document off."
+            )
+        doc_h, doc_w = DOCUMENT_RESIZE_HW
+        line = np.asarray(img.resize((doc_w, doc_h), Image.Resampling.BICUBIC))  # [64, 1920, 3]
+        pixels = np.concatenate(np.split(line, DOCUMENT_CHUNKS, axis=1), axis=0)  # [256, 480, 3]
+        top = _pad_offset(size - pixels.shape[0], rng)
+        pad = ((top, size - pixels.shape[0] - top), (0, 0), (0, 0))
+    elif width >= height:
+        new_w, new_h = size, max(OCR_MIN_SIDE, int(size * height / width))
+        pixels = np.asarray(img.resize((new_w, new_h), Image.Resampling.BICUBIC))  # [new_h, size, 3]
+        top = _pad_offset(size - new_h, rng)
+        pad = ((top, size - new_h - top), (0, 0), (0, 0))
+    else:
+        new_w, new_h = max(OCR_MIN_SIDE, int(size * width / height)), size
+        pixels = np.asarray(img.resize((new_w, new_h), Image.Resampling.BICUBIC))  # [size, new_w, 3]
+        left = _pad_offset(size - new_w, rng)
+        pad = ((0, 0), (left, size - new_w - left), (0, 0))
+    padded = np.pad(pixels, pad, mode="edge")  # [size, size, 3]
+    assert padded.shape == (size, size, 3), f"OCR resize produced {padded.shape}, expected ({size}, {size}, 3)"
+    return normalize(to_tensor(padded), mean, std)

@@ -1,0 +1,86 @@
+"""OCR: ``uniq_id, image, text`` rows -> samples.
+
+Source: the fixed prompt ``图片上的文字是什么?``. Image: aspect-preserving resize padded with edge
+pixels (``image.ocr_resize``). Target: the text in simplified Chinese, NFKC, its first
+``max_tgt_length`` characters, lower case.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+import warnings
+
+from ..tokenizer import ChineseTokenizer
+from .base import TSVDataset
+from .image import DOCUMENT_PATCH_SIZE, ocr_resize
+from .tsv import TSVFile
+
+with warnings.catch_warnings():  # zhconv 1.4.3 tries the deprecated pkg_resources first
+    warnings.filterwarnings("ignore", "pkg_resources is deprecated", DeprecationWarning)
+    import zhconv
+
+
+def normalize_ocr_target(text: str) -> str:
+    """Traditional -> simplified Chinese, then NFKC (full-width -> ASCII): ``"中國ＡＢ"`` -> ``"中国AB"``."""
+    return unicodedata.normalize("NFKC", zhconv.convert(text, "zh-hans"))
+
+
+class OCRDataset(TSVDataset):
+    """OCR rows -> samples (keys in ``ofa_cn.data.base``), plus ``uniq_id`` and ``reference``.
+
+    ``reference`` is the whole normalised text, for the metrics; the target holds its first
+    ``max_tgt_length`` characters (truncated before lower-casing, as the original).
+
+    Training (split "train") pads the resized image at a random offset drawn from
+    ``sample_rng(index, seed)``; evaluation centres it. The original padded at a random, unseeded
+    offset at evaluation too, so its scores were not reproducible.
+
+    Args:
+        is_document: document mode (64 x 1920 strip cut into 4 stacked pieces); needs
+            patch_image_size 480.
+        seed: seed of the training-time padding offsets.
+        others: those of ``TSVDataset``.
+    """
+
+    FIELDS = ("uniq_id", "image", "text")
+    EXTRAS = ("uniq_id", "reference")
+    PROMPT = "图片上的文字是什么?"  # ASCII "?"
+
+    def __init__(
+        self,
+        tsv: TSVFile,
+        tokenizer: ChineseTokenizer,
+        split: str,
+        patch_image_size: int,
+        max_src_length: int = 128,
+        max_tgt_length: int = 30,
+        imagenet_default_mean_and_std: bool = False,
+        skip_bad_rows: bool = False,
+        is_document: bool = False,
+        seed: int = 1,
+    ):
+        super().__init__(
+            tsv, tokenizer, split, patch_image_size, max_src_length, max_tgt_length,
+            imagenet_default_mean_and_std, skip_bad_rows,
+        )
+        if is_document and patch_image_size != DOCUMENT_PATCH_SIZE:
+            raise ValueError(
+                f"document mode needs patch_image_size {DOCUMENT_PATCH_SIZE}, got {patch_image_size}; "
+                f"set patch_image_size={DOCUMENT_PATCH_SIZE} or is_document=False."
+            )
+        self.is_document = is_document
+        self.seed = seed
+
+    def nominal_sizes(self) -> tuple[int, int]:
+        # A character is at most one token (BERT splits Chinese per character; a Latin word is
+        # one or more wordpieces of several characters).
+        return len(self.prompt_ids) + 2, self.max_tgt_length + 1
+
+    def build_sample(self, index: int, row: dict[str, str]) -> dict:
+        text = normalize_ocr_target(row["text"])
+        answer_ids = self.encode_text(index, "text", text[: self.max_tgt_length].lower())
+        rng = self.sample_rng(index, self.seed) if self.is_train else None
+        patch_image = ocr_resize(
+            self.decode_image(index, row), self.patch_image_size, self.mean, self.std, rng, self.is_document
+        )
+        return self.make_sample(index, answer_ids, patch_image, uniq_id=row["uniq_id"], reference=text.lower())
