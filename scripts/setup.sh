@@ -20,13 +20,13 @@ echo "== ofa-cn setup: venv at $venv"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off)
 
-echo "== [1/4] torch and torchvision (pinned; wheels on this machine's disk)"
+echo "== [1/5] torch and torchvision (pinned; wheels on this machine's disk)"
 "${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
 
-echo "== [2/4] build tools for fairseq's extensions"
+echo "== [2/5] build tools for fairseq's extensions"
 "${pip[@]}" "numpy>=1.26,<2.0" "cython>=3.0,<4" "setuptools>=68,<80" "wheel"
 
-echo "== [3/4] fairseq-fixed 0.12.3.1 (upstream fairseq 0.12 + Python 3.11 dataclass fix)"
+echo "== [3/5] fairseq-fixed 0.12.3.1 (upstream fairseq 0.12 + Python 3.11 dataclass fix)"
 # --no-deps: its metadata asks for torchaudio, which nothing here uses and whose wheels pin other
 # torch releases; its real run-time needs are installed explicitly below with the same pins.
 "${pip[@]}" "cffi" "hydra-core==1.3.2" "omegaconf==2.3.0" "regex" "sacrebleu>=2.3,<3" "tqdm" \
@@ -35,7 +35,16 @@ if ! "$venv/bin/python" -c "import fairseq" >/dev/null 2>&1; then
     "${pip[@]}" --no-build-isolation --no-deps "fairseq-fixed==0.12.3.1"
 fi
 
-echo "== [4/4] ofa-cn itself (editable) with its dev extras"
+echo "== [4/5] a CJK font for the demo's rendered OCR lines (Debian fonts-wqy-microhei, 5 MB)"
+if [ ! -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei >/dev/null
+    else
+        echo "setup.sh: install the font as root: apt-get install -y fonts-wqy-microhei (or set OFA_CN_DEMO_FONT)" >&2
+    fi
+fi
+
+echo "== [5/5] ofa-cn itself (editable) with its dev extras"
 "${pip[@]}" -e "$root[dev]"
 
 "$venv/bin/python" - <<'PY'
