@@ -3,6 +3,10 @@
     ofa-cn score caption   --pred P.jsonl --ref R.jsonl
     ofa-cn score grounding --pred P.jsonl --ref R.jsonl [--threshold 0.5]
     ofa-cn score ocr       --pred P.jsonl --ref R.jsonl
+    ofa-cn caption IMAGE [IMAGE ...] --checkpoint CKPT
+    ofa-cn ground  IMAGE TEXT [IMAGE TEXT ...] --checkpoint CKPT
+    ofa-cn ocr     IMAGE [IMAGE ...] --checkpoint CKPT
+    ofa-cn convert CKPT OUT_DIR
 
 Each ``score`` command prints one JSON object on stdout. Bad input (a missing field, bad JSON,
 a box that is not 4 numbers, ids that do not match) prints an error naming the file, line and
@@ -68,6 +72,67 @@ def _run_score_ocr(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def _generation(args: argparse.Namespace) -> dict[str, Any]:
+    names = ("beam", "max_len_b", "min_len", "no_repeat_ngram_size")
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+
+
+def _print_rows(args: argparse.Namespace, rows: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    if args.json:
+        return {"results": rows}
+    for row in rows:
+        value = row[key]
+        shown = ",".join(f"{v:.1f}" for v in value) if key == "box" else value
+        sys.stdout.write(f"{row['image']}\t{shown}\n")
+    return None
+
+
+def _run_caption(args: argparse.Namespace) -> dict[str, Any] | None:
+    from .inference import Predictor
+
+    captions = Predictor(args.checkpoint, device=args.device).caption(args.images, **_generation(args))
+    return _print_rows(args, [{"image": i, "caption": c} for i, c in zip(args.images, captions)], "caption")
+
+
+def _run_ground(args: argparse.Namespace) -> dict[str, Any] | None:
+    from .inference import Predictor
+
+    if len(args.pairs) % 2:
+        raise ValueError("ground takes IMAGE TEXT pairs; the last image has no expression")
+    images, texts = args.pairs[0::2], args.pairs[1::2]
+    boxes = Predictor(args.checkpoint, device=args.device).ground(images, texts, **_generation(args))
+    rows = [{"image": i, "text": t, "box": [round(v, 2) for v in b]} for i, t, b in zip(images, texts, boxes)]
+    return _print_rows(args, rows, "box")
+
+
+def _run_ocr(args: argparse.Namespace) -> dict[str, Any] | None:
+    from .inference import Predictor
+
+    texts = Predictor(args.checkpoint, device=args.device).ocr(args.images, **_generation(args))
+    return _print_rows(args, [{"image": i, "text": t} for i, t in zip(args.images, texts)], "text")
+
+
+def _run_convert(args: argparse.Namespace) -> dict[str, Any]:
+    from .checkpoint import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint_in, args.out_dir)
+    return {"exported": str(out)}
+
+
+def _add_model_command(commands, name: str, run, summary: str, positional: str, help_: str):
+    parser = commands.add_parser(name, help=summary, description=summary)
+    parser.add_argument(positional, nargs="+", help=help_)
+    parser.add_argument("--checkpoint", required=True, help="released .pt, our checkpoint or an exported folder")
+    parser.add_argument("--beam", type=int)
+    parser.add_argument("--max-len-b", type=int)
+    parser.add_argument("--min-len", type=int)
+    parser.add_argument("--no-repeat-ngram-size", type=int)
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    parser.set_defaults(run=run)
+    return parser
+
+
 def _add_score_command(
     commands: argparse._SubParsersAction,
     name: str,
@@ -125,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
         '{"uniq_id": ..., "text": "..."} per line',
         '{"uniq_id": ..., "text": "..."} per line',
     )
+    _add_model_command(commands, "caption", _run_caption, "caption images in Chinese", "images", "image files")
+    _add_model_command(commands, "ground", _run_ground, "find the region an expression describes; prints x0,y0,x1,y1 "
+                       "in the image's pixels", "pairs", "IMAGE TEXT pairs")
+    _add_model_command(commands, "ocr", _run_ocr, "read the text in images of a text line", "images", "image files")
+    convert = commands.add_parser("convert", help="write a checkpoint as safetensors + JSON config")
+    convert.add_argument("checkpoint_in", metavar="CKPT")
+    convert.add_argument("out_dir", metavar="OUT_DIR")
+    convert.set_defaults(run=_run_convert)
     return parser
 
 
@@ -145,12 +218,17 @@ def main(argv: list[str] | None = None) -> int:
         result = args.run(args)
     except JsonlError as e:  # already names the file and line
         return _fail(args, str(e))
+    except FileNotFoundError as e:
+        return _fail(args, str(e) if not e.filename else f"cannot read {e.filename}: {e.strerror}.")
     except OSError as e:
         return _fail(args, f"cannot read {e.filename}: {e.strerror}.")
+    except RuntimeError as e:  # CheckpointError: a refused or mismatched checkpoint
+        return _fail(args, str(e))
     except ValueError as e:  # from the metrics: about the pair of files, so name both
         files = f" (--pred {args.pred}, --ref {args.ref})" if hasattr(args, "ref") else ""
         return _fail(args, f"{e}{files}")
-    sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
+    if result is not None:
+        sys.stdout.write(json.dumps(result, ensure_ascii=False) + "\n")
     return 0
 
 

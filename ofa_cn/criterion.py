@@ -10,10 +10,10 @@ so the target gets weight 1 - eps and every other allowed id eps / (A - 1). With
 of a batch count.
 """
 
-from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -72,7 +72,7 @@ class AdjustLabelSmoothedCrossEntropyConfig(FairseqDataclass):
     use_rdrop: bool = field(default=False, metadata={"help": "R-Drop (not supported; must stay off)"})
     reg_alpha: float = field(default=1.0, metadata={"help": "R-Drop weight (unused)"})
     sample_patch_num: int = field(default=196, metadata={"help": "pretraining two-batch path only (unused here)"})
-    constraint_range: str | None = field(default=None, metadata={"help": "'start,end': smooth and predict only these ids (plus the 4 specials)"})
+    constraint_range: Optional[str] = field(default=None, metadata={"help": "'start,end': smooth and predict only these ids (plus the 4 specials)"})
 
 
 @register_criterion("adjust_label_smoothed_cross_entropy", dataclass=AdjustLabelSmoothedCrossEntropyConfig)

@@ -5,7 +5,6 @@ A task reads its TSV splits, builds the model, hands out fairseq's generator (se
 the released checkpoints' saved task config, so those checkpoints set the task up unchanged.
 """
 
-from __future__ import annotations
 
 import json
 import logging
@@ -117,7 +116,7 @@ class OFATask(FairseqTask):
         return dict(split=split, patch_image_size=self.cfg.patch_image_size,
                     max_src_length=self.cfg.max_src_length, max_tgt_length=self.cfg.max_tgt_length,
                     imagenet_default_mean_and_std=self.cfg.imagenet_default_mean_and_std,
-                    skip_bad_rows=self.cfg.skip_bad_rows, seed=7 + epoch)
+                    skip_bad_rows=self.cfg.skip_bad_rows)
 
     # ---- generation ---------------------------------------------------------------------------
     def generation_constraint(self) -> Optional[str]:
@@ -169,6 +168,16 @@ class OFATask(FairseqTask):
             metrics.log_scalar("_metric_count", count)
             metrics.log_derived(self.METRIC_NAME, lambda m: round(
                 m["_metric_sum"].sum / m["_metric_count"].sum, 4) if m["_metric_count"].sum else 0.0)
+
+    # ---- evaluation (scripts/evaluate.py, the CLI) --------------------------------------------
+    DEFAULT_GENERATION: dict[str, Any] = {}  # the task's published generation settings
+
+    def prediction_rows(self, sample, best_tokens: list[torch.Tensor]) -> list[dict[str, Any]]:
+        """One JSON-able row per sample: the prediction and its reference."""
+        raise NotImplementedError(f"{type(self).__name__} has no evaluation")
+
+    def corpus_metrics(self, rows: list[dict[str, Any]]) -> dict[str, float]:
+        raise NotImplementedError(f"{type(self).__name__} has no evaluation")
 
     def decode_text(self, tokens: torch.Tensor) -> str:
         return self.tokenizer.decode(tokens)

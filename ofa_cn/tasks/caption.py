@@ -1,6 +1,5 @@
 """The `caption` task (MUGE): image -> Chinese caption; validation CIDEr-D on characters."""
 
-from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
@@ -9,7 +8,7 @@ from typing import Optional
 from fairseq.tasks import register_task
 
 from ..data.caption import CaptionDataset
-from ..metrics.caption import char_tokens
+from ..metrics.caption import char_tokens, score_captions
 from ..metrics.cider import cider_d
 from .base import OFATask, OFATaskConfig
 
@@ -31,6 +30,7 @@ class CaptionConfig(OFATaskConfig):
 class CaptionTask(OFATask):
     FIELDS = ("image_id", "image", "caption")
     DEFAULT_COLS = "0,1,2"
+    DEFAULT_GENERATION = {"beam": 8, "max_len_a": 0, "max_len_b": 128, "min_len": 1, "no_repeat_ngram_size": 3}  # MUGE
     METRIC_NAME = "cider"
 
     def build_dataset(self, tsv, split, epoch):
@@ -46,3 +46,11 @@ class CaptionTask(OFATask):
         if self.cfg.eval_print_samples and hyps:
             logger.info("example hypothesis: %s | reference: %s", hyps[0], refs[0][0])
         return float(sum(scores)), len(scores)
+
+    def prediction_rows(self, sample, best_tokens):
+        return [{"image_id": str(image_id), "caption": self.decode_text(tokens), "references": list(refs)}
+                for image_id, tokens, refs in zip(sample["image_ids"], best_tokens, sample["references"])]
+
+    def corpus_metrics(self, rows):
+        return score_captions({r["image_id"]: r["caption"] for r in rows},
+                              {r["image_id"]: r["references"] for r in rows})

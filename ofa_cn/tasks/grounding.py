@@ -1,6 +1,5 @@
 """The `refcoco` task (RefCOCO-CN visual grounding): image + expression -> box as 4 <bin_k>."""
 
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 
@@ -9,7 +8,7 @@ from fairseq.tasks import register_task
 
 from ..data.boxes import bins_to_box
 from ..data.grounding import GroundingDataset
-from ..metrics.grounding import box_iou
+from ..metrics.grounding import box_iou, grounding_accuracy
 from .base import OFATask, OFATaskConfig
 
 
@@ -27,6 +26,7 @@ class RefcocoConfig(OFATaskConfig):
 class RefcocoTask(OFATask):
     FIELDS = ("uniq_id", "image", "text", "box")
     DEFAULT_COLS = "0,1,2,3"
+    DEFAULT_GENERATION = {"beam": 5, "max_len_a": 0, "max_len_b": 4, "min_len": 4, "no_repeat_ngram_size": 3}  # RefCOCO-CN
     METRIC_NAME = "acc"
 
     def build_dataset(self, tsv, split, epoch):
@@ -57,3 +57,14 @@ class RefcocoTask(OFATask):
             hits += int(box_iou(box, gt) >= 0.5 and min(box[2], gt[2]) > max(box[0], gt[0])
                         and min(box[3], gt[3]) > max(box[1], gt[1]))
         return float(hits), len(best_tokens)
+
+    def prediction_rows(self, sample, best_tokens):
+        rows = []
+        for i, tokens in enumerate(best_tokens):
+            box = self.tokens_to_box(tokens, float(sample["w_resize_ratios"][i]), float(sample["h_resize_ratios"][i]))
+            rows.append({"uniq_id": str(sample["uniq_ids"][i]), "box": [round(v, 3) for v in box],
+                         "reference": sample["region_coords"][i].tolist()})
+        return rows
+
+    def corpus_metrics(self, rows):
+        return grounding_accuracy({r["uniq_id"]: r["box"] for r in rows}, {r["uniq_id"]: r["reference"] for r in rows})

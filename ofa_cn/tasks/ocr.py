@@ -1,13 +1,12 @@
 """The `ocr` task: image of a text line -> the text; validation exact-match accuracy."""
 
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from fairseq.tasks import register_task
 
 from ..data.ocr import OCRDataset
-from ..metrics.ocr import normalize_ocr_text
+from ..metrics.ocr import normalize_ocr_text, ocr_scores
 from .base import OFATask, OFATaskConfig
 
 
@@ -22,6 +21,7 @@ class OCRConfig(OFATaskConfig):
 class OCRTask(OFATask):
     FIELDS = ("uniq_id", "image", "text")
     DEFAULT_COLS = "0,1,2"
+    DEFAULT_GENERATION = {"beam": 5, "max_len_a": 0, "max_len_b": 64, "min_len": 1, "no_repeat_ngram_size": 0}
     METRIC_NAME = "acc"
 
     def build_dataset(self, tsv, split, epoch):
@@ -37,3 +37,10 @@ class OCRTask(OFATask):
         hits = sum(normalize_ocr_text(self.decode_text(t)) == normalize_ocr_text(ref)
                    for t, ref in zip(best_tokens, sample["references"]))
         return float(hits), len(best_tokens)
+
+    def prediction_rows(self, sample, best_tokens):
+        return [{"uniq_id": str(uid), "text": self.decode_text(tokens), "reference": ref}
+                for uid, tokens, ref in zip(sample["uniq_ids"], best_tokens, sample["references"])]
+
+    def corpus_metrics(self, rows):
+        return ocr_scores({r["uniq_id"]: r["text"] for r in rows}, {r["uniq_id"]: r["reference"] for r in rows})

@@ -6,7 +6,6 @@ three finetuning formats at once (each row keeps its own task's prompt and targe
 through it unchanged.
 """
 
-from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field

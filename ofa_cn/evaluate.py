@@ -1,0 +1,120 @@
+"""Evaluate a checkpoint on a TSV split: predictions (JSONL) and metrics (JSON).
+
+The task's own dataset, generator and metrics are used, set up from the checkpoint's saved task
+config (so image size, bins and normalisation travel with the weights). Runs on CPU or GPU, and
+across processes under `torchrun` (rows are split by rank and gathered on rank 0).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+import torch.distributed as dist
+from fairseq import tasks
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from .checkpoint import load_pretrained
+
+logger = logging.getLogger(__name__)
+
+TASK_NAMES = ("caption", "refcoco", "ocr")
+
+
+def setup_task(saved: dict[str, Any], task_name: str | None = None, **overrides: Any):
+    """A registered OFA-CN task from a checkpoint's saved task config (plus overrides)."""
+    import ofa_cn  # noqa: F401  (registers the tasks)
+
+    name = task_name or saved.get("_name")
+    if name not in TASK_NAMES:
+        raise ValueError(
+            f"the checkpoint's task is {saved.get('_name')!r}; evaluation needs one of {TASK_NAMES} "
+            "(pass --task to evaluate a multitask checkpoint on one of them)")
+    values = {k: v for k, v in saved.items() if not isinstance(v, (dict, list)) or k == "_name"}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["_name"] = name
+    return tasks.setup_task(OmegaConf.create(values), from_checkpoint=True)
+
+
+def load_for_evaluation(checkpoint: str | Path, task_name: str | None = None, device: str = "cpu",
+                        dtype: torch.dtype = torch.float32, **task_overrides: Any):
+    """(model, task) ready for generation; the model in eval mode on `device`."""
+    model, saved = load_pretrained(checkpoint, dtype=dtype, device=device)
+    expected = saved.get("_name")
+    if task_name and expected in TASK_NAMES and task_name != expected:
+        raise ValueError(f"{checkpoint} was trained for the {expected!r} task, not {task_name!r}; "
+                         "use a checkpoint of that task (multitask 'unify_task' checkpoints can do all)")
+    return model, setup_task(saved, task_name, **task_overrides)
+
+
+def _to_device(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device=device, dtype=dtype if batch.is_floating_point() else batch.dtype)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device, dtype) for k, v in batch.items()}
+    return batch
+
+
+def predict(model, task, dataset, indices: Iterable[int], generation: dict[str, Any], batch_size: int = 16,
+            progress: bool = True) -> list[dict[str, Any]]:
+    """Generate for `indices` of `dataset`; one prediction row per sample (with its reference)."""
+    param = next(model.parameters())
+    generator = task.build_generator([model], generation)
+    indices = list(indices)
+    rows: list[dict[str, Any]] = []
+    bar = tqdm(total=len(indices), desc="evaluate", unit="sample", disable=not progress)
+    for start in range(0, len(indices), batch_size):
+        samples = [dataset[i] for i in indices[start:start + batch_size]]
+        batch = dataset.collater(samples)
+        if batch:
+            batch["net_input"] = _to_device(batch["net_input"], param.device, param.dtype)
+            hyps = task.inference_step(generator, [model], batch)
+            rows += task.prediction_rows(batch, [h[0]["tokens"].cpu() for h in hyps])
+        bar.update(len(samples))
+    bar.close()
+    return rows
+
+
+def evaluate(checkpoint: str | Path, data: str | Path, out_dir: str | Path, task_name: str | None = None,
+             selected_cols: str | None = None, batch_size: int = 16, generation: dict[str, Any] | None = None,
+             device: str | None = None, dtype: torch.dtype = torch.float32, progress: bool = True,
+             **task_overrides: Any) -> dict[str, Any] | None:
+    """Evaluate `checkpoint` on the TSV `data`; writes predictions.jsonl and metrics.json in out_dir.
+
+    Returns the metrics on rank 0 (None on other ranks).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        if device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    model, task = load_for_evaluation(checkpoint, task_name, device=device, dtype=dtype,
+                                      data=str(data), selected_cols=selected_cols, **task_overrides)
+    gen = {**task.DEFAULT_GENERATION, **(generation or {})}
+    dataset = task.build_dataset(task.open_tsv(str(data)), "test", 1)
+    rows = predict(model, task, dataset, range(rank, len(dataset), world), gen, batch_size,
+                   progress=progress and rank == 0)
+    if world > 1:
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, rows)
+        rows = [r for part in gathered for r in part]
+        if rank != 0:
+            return None
+    metrics = {**task.corpus_metrics(rows), "task": type(task).__name__, "checkpoint": str(checkpoint),
+               "data": str(data), "generation": gen}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            public = {k: v for k, v in row.items() if k not in ("reference", "references")}
+            f.write(json.dumps(public, ensure_ascii=False) + "\n")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+    logger.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if k != "generation"}, ensure_ascii=False))
+    return metrics
