@@ -13,6 +13,7 @@ from typing import Any, Mapping
 # Bottleneck blocks in layer1..layer3 of the truncated ResNet (no layer4). resnet34 and
 # resnet50 share one layout in the original, which only ever builds Bottleneck blocks.
 RESNET_LAYERS = {
+    "resnet10": (1, 1, 1),  # not released: the demo's CPU-sized stem
     "resnet18": (2, 2, 2),
     "resnet34": (3, 4, 6),
     "resnet50": (3, 4, 6),
@@ -124,7 +125,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
                      encoder_attention_heads=16, decoder_attention_heads=16,
                      encoder_layers=24, decoder_layers=12),
     # A small model that trains in minutes on a CPU (the demo); not a released size.
-    "ofa_cn_demo": dict(resnet_type="resnet18", encoder_embed_dim=192, decoder_embed_dim=192,
+    "ofa_cn_demo": dict(resnet_type="resnet10", encoder_embed_dim=192, decoder_embed_dim=192,
                         encoder_ffn_embed_dim=512, decoder_ffn_embed_dim=512,
                         encoder_attention_heads=4, decoder_attention_heads=4,
                         encoder_layers=3, decoder_layers=3),

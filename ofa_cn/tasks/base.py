@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class OFATaskConfig(FairseqDataclass):
-    data: Optional[str] = field(default=None, metadata={
+    data: str = field(default="", metadata={
         "help": "comma-separated TSV files: one or more training files (one per epoch, cycled), then the validation file"})
     selected_cols: Optional[str] = field(default=None, metadata={
         "help": "TSV column indices, in the order the task reads its fields (e.g. '0,1,2')"})
