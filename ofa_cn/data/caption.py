@@ -25,8 +25,9 @@ class CaptionDataset(TSVDataset):
     """Caption rows -> samples (keys in ``ofa_cn.data.base``), plus ``image_id`` and ``references``.
 
     ``references`` is the list of cleaned reference captions: the caption column split on ``&&``
-    at valid/test (one element at train). The original split the references only after a BERT
-    round-trip had turned ``&&`` into ``& &``, so multi-reference Chinese rows were never split.
+    in every split (SCST rewards need them at train time too). The original split the references
+    only after a BERT round-trip had turned ``&&`` into ``& &``, so multi-reference Chinese rows
+    were never split.
 
     The target is the first reference truncated to ``max_tgt_length`` tokens. The original counted
     whitespace-separated words, which never truncates unspaced Chinese; we truncate the token ids.
@@ -42,7 +43,7 @@ class CaptionDataset(TSVDataset):
         return len(self.prompt_ids) + 2, self.max_tgt_length + 1
 
     def build_sample(self, index: int, row: dict[str, str]) -> dict:
-        pieces = [row["caption"]] if self.is_train else row["caption"].split(REFERENCE_SEPARATOR)
+        pieces = row["caption"].split(REFERENCE_SEPARATOR)
         references = [clean_caption(p) for p in pieces]
         for k, ref in enumerate(references):
             if not ref:

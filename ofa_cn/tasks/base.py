@@ -109,6 +109,12 @@ class OFATask(FairseqTask):
         self.datasets[split] = self.build_dataset(self.open_tsv(path), split, epoch)
         logger.info("%s: %d rows from %s", split, len(self.datasets[split]), path)
 
+    def get_batch_iterator(self, dataset, *args, **kwargs):
+        if dataset is not self.datasets.get("train"):
+            # fairseq drops a last batch whose size is not a multiple of this: never when evaluating
+            kwargs["required_batch_size_multiple"] = 1
+        return super().get_batch_iterator(dataset, *args, **kwargs)
+
     def build_dataset(self, tsv: TSVFile, split: str, epoch: int):
         raise NotImplementedError(f"{type(self).__name__} must build its dataset")
 
