@@ -87,28 +87,30 @@ def _print_rows(args: argparse.Namespace, rows: list[dict[str, Any]], key: str) 
     return None
 
 
-def _run_caption(args: argparse.Namespace) -> dict[str, Any] | None:
+def _predictor(args: argparse.Namespace):
+    from .evaluate import parse_task_args
     from .inference import Predictor
 
-    captions = Predictor(args.checkpoint, device=args.device).caption(args.images, **_generation(args))
+    return Predictor(args.checkpoint, device=args.device, any_task=args.any_task,
+                     task_args=parse_task_args(args.task_arg))
+
+
+def _run_caption(args: argparse.Namespace) -> dict[str, Any] | None:
+    captions = _predictor(args).caption(args.images, **_generation(args))
     return _print_rows(args, [{"image": i, "caption": c} for i, c in zip(args.images, captions)], "caption")
 
 
 def _run_ground(args: argparse.Namespace) -> dict[str, Any] | None:
-    from .inference import Predictor
-
     if len(args.pairs) % 2:
         raise ValueError("ground takes IMAGE TEXT pairs; the last image has no expression")
     images, texts = args.pairs[0::2], args.pairs[1::2]
-    boxes = Predictor(args.checkpoint, device=args.device).ground(images, texts, **_generation(args))
+    boxes = _predictor(args).ground(images, texts, **_generation(args))
     rows = [{"image": i, "text": t, "box": [round(v, 2) for v in b]} for i, t, b in zip(images, texts, boxes)]
     return _print_rows(args, rows, "box")
 
 
 def _run_ocr(args: argparse.Namespace) -> dict[str, Any] | None:
-    from .inference import Predictor
-
-    texts = Predictor(args.checkpoint, device=args.device).ocr(args.images, **_generation(args))
+    texts = _predictor(args).ocr(args.images, **_generation(args))
     return _print_rows(args, [{"image": i, "text": t} for i, t in zip(args.images, texts)], "text")
 
 
@@ -129,6 +131,9 @@ def _add_model_command(commands, name: str, run, summary: str, positional: str, 
     parser.add_argument("--no-repeat-ngram-size", type=int)
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    parser.add_argument("--any-task", action="store_true", help="allow a checkpoint trained for another task")
+    parser.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a saved task setting, e.g. max_image_size=512 (repeatable)")
     parser.set_defaults(run=run)
     return parser
 

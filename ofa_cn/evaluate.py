@@ -26,6 +26,20 @@ logger = logging.getLogger(__name__)
 TASK_NAMES = ("caption", "refcoco", "ocr")
 
 
+def parse_task_args(items: list[str]) -> dict[str, Any]:
+    """["max_image_size=256", "bins_only=false"] -> {"max_image_size": 256, "bins_only": False}."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"task argument {item!r}: expected KEY=VALUE, e.g. max_image_size=512")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value  # a plain string
+    return out
+
+
 def setup_task(saved: dict[str, Any], task_name: str | None = None, **overrides: Any):
     """A registered OFA-CN task from a checkpoint's saved task config (plus overrides)."""
     import ofa_cn  # noqa: F401  (registers the tasks)
@@ -36,17 +50,23 @@ def setup_task(saved: dict[str, Any], task_name: str | None = None, **overrides:
             f"the checkpoint's task is {saved.get('_name')!r}; evaluation needs one of {TASK_NAMES} "
             "(pass --task to evaluate a multitask checkpoint on one of them)")
     values = {k: v for k, v in saved.items() if not isinstance(v, (dict, list)) or k == "_name"}
+    if name != saved.get("_name"):
+        values.pop("selected_cols", None)  # the saved columns describe the other task's TSV layout
     values.update({k: v for k, v in overrides.items() if v is not None})
     values["_name"] = name
     return tasks.setup_task(OmegaConf.create(values), from_checkpoint=True)
 
 
 def load_for_evaluation(checkpoint: str | Path, task_name: str | None = None, device: str = "cpu",
-                        dtype: torch.dtype = torch.float32, **task_overrides: Any):
-    """(model, task) ready for generation; the model in eval mode on `device`."""
+                        dtype: torch.dtype = torch.float32, any_task: bool = False, **task_overrides: Any):
+    """(model, task) ready for generation; the model in eval mode on `device`.
+
+    A task other than the checkpoint's own is an error unless `any_task` (multitask checkpoints
+    may be evaluated on any of the three).
+    """
     model, saved = load_pretrained(checkpoint, dtype=dtype, device=device)
     expected = saved.get("_name")
-    if task_name and expected in TASK_NAMES and task_name != expected:
+    if task_name and expected in TASK_NAMES and task_name != expected and not any_task:
         raise ValueError(f"{checkpoint} was trained for the {expected!r} task, not {task_name!r}; "
                          "use a checkpoint of that task (multitask 'unify_task' checkpoints can do all)")
     return model, setup_task(saved, task_name, **task_overrides)
@@ -83,7 +103,7 @@ def predict(model, task, dataset, indices: Iterable[int], generation: dict[str, 
 def evaluate(checkpoint: str | Path, data: str | Path, out_dir: str | Path, task_name: str | None = None,
              selected_cols: str | None = None, batch_size: int = 16, generation: dict[str, Any] | None = None,
              device: str | None = None, dtype: torch.dtype = torch.float32, progress: bool = True,
-             **task_overrides: Any) -> dict[str, Any] | None:
+             any_task: bool = False, **task_overrides: Any) -> dict[str, Any] | None:
     """Evaluate `checkpoint` on the TSV `data`; writes predictions.jsonl and metrics.json in out_dir.
 
     Returns the metrics on rank 0 (None on other ranks).
@@ -95,7 +115,7 @@ def evaluate(checkpoint: str | Path, data: str | Path, out_dir: str | Path, task
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
         if device == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    model, task = load_for_evaluation(checkpoint, task_name, device=device, dtype=dtype,
+    model, task = load_for_evaluation(checkpoint, task_name, device=device, dtype=dtype, any_task=any_task,
                                       data=str(data), selected_cols=selected_cols, **task_overrides)
     gen = {**task.DEFAULT_GENERATION, **(generation or {})}
     dataset = task.build_dataset(task.open_tsv(str(data)), "test", 1)

@@ -50,9 +50,15 @@ class Predictor:
         checkpoint: released .pt, our own checkpoint, or an exported folder.
         device: "cpu" / "cuda" (default: cuda when available).
         dtype: torch.float32 (default) or torch.bfloat16.
+        task_args: overrides of the saved task config (e.g. {"max_image_size": 256}).
+        any_task: allow a command that the checkpoint was not trained for (e.g. grounding with a
+            caption checkpoint); by default that is an error.
     """
 
-    def __init__(self, checkpoint: str | Path, device: str | None = None, dtype: torch.dtype = torch.float32):
+    def __init__(self, checkpoint: str | Path, device: str | None = None, dtype: torch.dtype = torch.float32,
+                 any_task: bool = False, task_args: dict[str, Any] | None = None):
+        self.any_task = any_task
+        self.task_args = task_args or {}
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.checkpoint = str(checkpoint)
         self.model, self.saved = load_pretrained(checkpoint, dtype=dtype, device=self.device)
@@ -60,11 +66,11 @@ class Predictor:
         self._tasks: dict[str, Any] = {}
 
     def task(self, name: str):
-        if self.saved_task not in CAPABLE[name]:
+        if self.saved_task not in CAPABLE[name] and not self.any_task:
             raise ValueError(f"{self.checkpoint} was trained for the {self.saved_task!r} task; "
-                             f"use a {name!r} (or multitask) checkpoint for this command")
+                             f"use a {name!r} (or multitask) checkpoint for this command, or --any-task")
         if name not in self._tasks:
-            self._tasks[name] = setup_task(self.saved, name)
+            self._tasks[name] = setup_task(self.saved, name, **self.task_args)
         return self._tasks[name]
 
     def _generate(self, task, samples: list[dict], generation: dict[str, Any]) -> list[torch.Tensor]:

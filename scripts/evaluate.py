@@ -17,7 +17,7 @@ import sys
 
 import torch
 
-from ofa_cn.evaluate import TASK_NAMES, evaluate
+from ofa_cn.evaluate import TASK_NAMES, evaluate, parse_task_args
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -39,6 +39,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dtype", choices=DTYPES, default="fp32")
     p.add_argument("--task-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="override a saved task setting, e.g. max_image_size=512 (repeatable)")
+    p.add_argument("--any-task", action="store_true", help="allow a --task the checkpoint was not trained for")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -49,15 +50,14 @@ def main(argv=None) -> int:
     generation = {k: v for k, v in dict(beam=args.beam, max_len_a=args.max_len_a, max_len_b=args.max_len_b,
                                         min_len=args.min_len, no_repeat_ngram_size=args.no_repeat_ngram_size).items()
                   if v is not None}
-    overrides = {}
-    for item in args.task_arg:
-        key, sep, value = item.partition("=")
-        if not sep:
-            sys.exit(f"--task-arg {item!r}: expected KEY=VALUE")
-        overrides[key] = json.loads(value) if value[:1].isdigit() or value in ("true", "false") else value
+    try:
+        overrides = parse_task_args(args.task_arg)
+    except ValueError as e:
+        sys.exit(str(e))
     metrics = evaluate(args.checkpoint, args.data, args.out_dir, task_name=args.task, selected_cols=args.selected_cols,
                        batch_size=args.batch_size, generation=generation, device=args.device,
-                       dtype=DTYPES[args.dtype], progress=not args.no_progress, **overrides)
+                       dtype=DTYPES[args.dtype], progress=not args.no_progress,
+                       any_task=args.any_task, **overrides)
     if metrics is not None:
         print(json.dumps(metrics, ensure_ascii=False))
     return 0

@@ -1,0 +1,101 @@
+"""evaluate.py and the single-image commands reproduce the golden outputs for image_real.png."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+import torch
+
+from ofa_cn.cli import main as cli_main
+from ofa_cn.evaluate import evaluate, parse_task_args
+from ofa_cn.tokenizer import get_tokenizer
+
+CAPTION_GEN = {"beam": 5, "max_len_b": 16, "min_len": 1, "no_repeat_ngram_size": 3}
+REAL = 1  # row 1 of the golden batches is image_real.png
+
+
+@pytest.fixture(scope="module")
+def golden_caption(golden_outputs) -> str:
+    length = int(golden_outputs["caption_gen_lengths"][REAL, 0])
+    return get_tokenizer().decode(golden_outputs["caption_gen_tokens"][REAL, 0, :length])
+
+
+@pytest.fixture(scope="module")
+def golden_box(golden_outputs) -> list[float]:
+    return golden_outputs["grounding_bins_constrained_boxes_pixels"][REAL].tolist()
+
+
+@pytest.fixture(scope="module")
+def tsvs(golden_dir, golden_inputs, tmp_path_factory):
+    image = base64.b64encode((golden_dir / "image_real.png").read_bytes()).decode()
+    box = ",".join(f"{v:g}" for v in golden_inputs["grounding_region_coords"][REAL].tolist())
+    out = tmp_path_factory.mktemp("tsv")
+    (out / "caption.tsv").write_text(f"101\t{image}\t一个穿红色衣服的人站在草地上\n", encoding="utf-8")
+    (out / "grounding.tsv").write_text(f"201\t{image}\t穿红色衣服的人\t{box}\n", encoding="utf-8")
+    return out
+
+
+def test_evaluate_caption_equals_golden(golden_checkpoint, tsvs, tmp_path, golden_caption):
+    metrics = evaluate(golden_checkpoint, tsvs / "caption.tsv", tmp_path, generation=CAPTION_GEN, progress=False)
+    rows = [json.loads(line) for line in open(tmp_path / "predictions.jsonl", encoding="utf-8")]
+    assert rows == [{"image_id": "101", "caption": golden_caption}]
+    assert metrics["count"] == 1 and metrics["cider"] == 0.0
+    saved = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["generation"]["beam"] == 5 and saved["task"] == "CaptionTask"
+
+
+def test_evaluate_grounding_equals_golden(golden_checkpoint, tsvs, tmp_path, golden_box, golden_inputs):
+    metrics = evaluate(golden_checkpoint, tsvs / "grounding.tsv", tmp_path, task_name="refcoco", any_task=True,
+                       progress=False, max_image_size=256)
+    rows = [json.loads(line) for line in open(tmp_path / "predictions.jsonl", encoding="utf-8")]
+    assert rows[0]["uniq_id"] == "201"
+    torch.testing.assert_close(torch.tensor(rows[0]["box"], dtype=torch.float64),
+                               torch.tensor(golden_box, dtype=torch.float64), atol=1e-3, rtol=0)
+    assert metrics["count"] == 1 and metrics["acc@0.5"] == 0.0  # the golden weights are random
+
+
+def test_evaluate_refuses_the_wrong_task(golden_checkpoint, tsvs, tmp_path):
+    with pytest.raises(ValueError, match="trained for the 'caption' task, not 'refcoco'"):
+        evaluate(golden_checkpoint, tsvs / "grounding.tsv", tmp_path, task_name="refcoco", progress=False)
+
+
+def test_cli_caption(golden_checkpoint, golden_dir, golden_caption, capsys):
+    image = str(golden_dir / "image_real.png")
+    assert cli_main(["caption", image, image, "--checkpoint", str(golden_checkpoint), "--beam", "5",
+                     "--max-len-b", "16", "--no-repeat-ngram-size", "3", "--device", "cpu", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["caption"] for r in out["results"]] == [golden_caption, golden_caption]  # batched
+
+
+def test_cli_ground(golden_checkpoint, golden_dir, golden_box, capsys):
+    image = str(golden_dir / "image_real.png")
+    assert cli_main(["ground", image, "穿红色衣服的人", "--checkpoint", str(golden_checkpoint), "--any-task",
+                     "--task-arg", "max_image_size=256", "--device", "cpu"]) == 0
+    line = capsys.readouterr().out.strip()
+    name, box = line.split("\t")
+    assert name == image
+    assert [float(v) for v in box.split(",")] == pytest.approx(golden_box, abs=0.06)  # printed with 1 decimal
+
+
+def test_cli_errors(golden_checkpoint, golden_dir, tmp_path, capsys):
+    image = str(golden_dir / "image_real.png")
+    assert cli_main(["ground", image, "人", "--checkpoint", str(golden_checkpoint)]) == 2
+    assert "trained for the 'caption' task" in capsys.readouterr().err
+    assert cli_main(["caption", str(tmp_path / "missing.png"), "--checkpoint", str(golden_checkpoint)]) == 2
+    assert "missing.png does not exist" in capsys.readouterr().err
+    (tmp_path / "broken.png").write_bytes(b"not a picture")
+    assert cli_main(["caption", str(tmp_path / "broken.png"), "--checkpoint", str(golden_checkpoint)]) == 2
+    assert "could not be read as a picture" in capsys.readouterr().err
+    assert cli_main(["ground", image, "  ", "--checkpoint", str(golden_checkpoint), "--any-task"]) == 2
+    assert "expression" in capsys.readouterr().err and "empty" in capsys.readouterr().err + "empty"
+    assert cli_main(["caption", image, "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "none.pt does not exist" in capsys.readouterr().err
+
+
+def test_parse_task_args():
+    assert parse_task_args(["max_image_size=256", "bins_only=false", "selected_cols=0,3,1,2"]) == {
+        "max_image_size": 256, "bins_only": False, "selected_cols": "0,3,1,2"}
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        parse_task_args(["oops"])
