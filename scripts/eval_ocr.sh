@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Chinese OCR: exact-match accuracy (and NED) of an OCR checkpoint on one TSV split, with the
+# published generation settings.
+#
+#   bash scripts/eval_ocr.sh CHECKPOINT DATA_TSV OUT_DIR [more scripts/evaluate.py flags]
+#   bash scripts/eval_ocr.sh checkpoints/ofa_cn_ocr_base.pt data/ocr/ocr_scene_test.tsv results/ocr_base
+#
+# Writes OUT_DIR/predictions.jsonl and OUT_DIR/metrics.json (accuracy, ned); scripts/make_tables.py
+# turns metrics.json files into the tables of checkpoints.md.
+# Settings of the original evaluate_ocr.sh / evaluate_ocr_base.sh: beam 5, max_len_a 0,
+# max_len_b 64, min_len 1, no n-gram blocking; columns uniq-id, image, text (--selected-cols 0,1,2).
+# The original ran in fp16 (add --dtype fp16 on a GPU to match it) and padded each image at a random
+# offset; ofa_cn centres it, so results are deterministic. Flags given after OUT_DIR override these
+# (argparse keeps the last one).
+set -euo pipefail
+
+if [ "$#" -lt 3 ]; then
+    echo "usage: $0 CHECKPOINT DATA_TSV OUT_DIR [evaluate.py flags]" >&2
+    exit 2
+fi
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="${PYTHON:-$root/.venv/bin/python}"  # the venv of scripts/setup.sh unless PYTHON is set
+checkpoint="$1" data="$2" out_dir="$3"
+shift 3
+
+exec "$python" "$root/scripts/evaluate.py" --checkpoint "$checkpoint" --data "$data" --out-dir "$out_dir" \
+    --task ocr --selected-cols 0,1,2 --batch-size 16 --dtype fp32 \
+    --beam 5 --max-len-a 0 --max-len-b 64 --min-len 1 --no-repeat-ngram-size 0 "$@"
