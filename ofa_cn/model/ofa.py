@@ -106,6 +106,8 @@ class OFAModel(FairseqEncoderDecoderModel):
                             help="do not train the (shared) token embedding through the encoder")
         parser.add_argument("--freeze-decoder-embedding", action="store_true",
                             help="do not train the (shared) token embedding through the decoder")
+        parser.add_argument("--freeze-encoder", action="store_true",
+                            help="train only the decoder (the shared token embedding stays trainable unless frozen too)")
 
     @classmethod
     def config_from_args(cls, args: Any, vocab_size: int, pad: int) -> OFAConfig:
@@ -120,10 +122,27 @@ class OFAModel(FairseqEncoderDecoderModel):
         dictionary = task.source_dictionary
         cfg = cls.config_from_args(args, vocab_size=len(dictionary), pad=dictionary.pad())
         model = cls.from_config(cfg, dictionary)
-        freeze = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
-        if freeze.get("freeze_encoder_embedding") or freeze.get("freeze_decoder_embedding"):
-            model.encoder.embed_tokens.weight.requires_grad_(False)
+        options = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
+        model.freeze(encoder=bool(options.get("freeze_encoder")), resnet=cfg.freeze_resnet,
+                     embeddings=bool(options.get("freeze_encoder_embedding") or options.get("freeze_decoder_embedding")))
         return model
+
+    def freeze(self, encoder: bool = False, resnet: bool = False, embeddings: bool = False) -> None:
+        """Stop training parts of the model.
+
+        encoder: every encoder parameter except the token embedding, which the decoder shares;
+        resnet: the image stem (its BatchNorm is already frozen by `freeze_resnet`);
+        embeddings: the one token embedding (also the output projection).
+        """
+        if encoder:
+            for name, p in self.encoder.named_parameters():
+                if not name.startswith("embed_tokens."):
+                    p.requires_grad_(False)
+        if resnet or encoder:
+            for p in self.encoder.embed_images.parameters():
+                p.requires_grad_(False)
+        if embeddings:
+            self.encoder.embed_tokens.weight.requires_grad_(False)
 
     @classmethod
     def from_config(cls, cfg: OFAConfig, dictionary=None) -> "OFAModel":
