@@ -156,8 +156,8 @@ class OFAModel(FairseqEncoderDecoderModel):
     def init_weights(self) -> None:
         """BERT init for the transformer; zero relative-position tables; kaiming for the ResNet."""
         for name, module in self.named_modules():
-            if ".embed_images" in f".{name}" or name.startswith("encoder.embed_images"):
-                continue
+            if name.startswith("encoder.embed_images"):
+                continue  # the ResNet keeps its own (kaiming) initialisation
             init_bert_params(module)
         for side in (self.encoder, self.decoder):
             for table in (*side.token_rel_pos_table_list, *side.image_rel_pos_table_list):
