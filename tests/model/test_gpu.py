@@ -75,6 +75,8 @@ def test_bf16_logits_close_to_fp32(golden_checkpoint, golden_inputs):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_mixed_precision_training_step_is_finite(dtype):
+    """bf16: every step finite. fp16: GradScaler may skip the first steps (overflow at its initial
+    scale of 2^16 is expected and lowers the scale); within a few steps it must take a finite one."""
     torch.manual_seed(0)
     model = randomize_(OFAModel.from_config(tiny_config(dropout=0.1, encoder_drop_path_rate=0.1))).cuda().train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -83,17 +85,24 @@ def test_mixed_precision_training_step_is_finite(dtype):
     prev = torch.randint(4, 30000, (3, 7), device="cuda")
     target = torch.randint(4, 30000, (3, 7), device="cuda")
     images = torch.randn(3, 3, 64, 64, device="cuda")
-    for _ in range(2):
+    finite_steps = 0
+    for _ in range(20):
         with torch.autocast("cuda", dtype=dtype):
             logits, _ = model(src, None, prev, patch_images=images)
         lprobs = torch.log_softmax(logits.float(), -1).view(-1, logits.size(-1))
         loss, _ = label_smoothed_nll_loss(lprobs, target.view(-1), 0.1)
         loss = loss.sum()
+        assert torch.isfinite(loss)
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in grads)
-        scaler.step(optimizer)
+        grads_finite = all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+        if dtype == torch.bfloat16:
+            assert grads_finite
+        finite_steps += int(grads_finite)
+        scaler.step(optimizer)  # skipped by the scaler when a gradient overflowed
         scaler.update()
         optimizer.zero_grad()
+        if finite_steps >= 2:
+            break
+    assert finite_steps >= 2
     assert all(torch.isfinite(p).all() for p in model.parameters())
