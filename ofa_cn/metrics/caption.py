@@ -20,11 +20,6 @@ already x10.
 
 from __future__ import annotations
 
-from pycocoevalcap.bleu.bleu import Bleu
-from pycocoevalcap.cider.cider import Cider
-from pycocoevalcap.rouge.rouge import Rouge
-from sacrebleu.metrics import BLEU
-
 
 def char_tokens(text: str) -> str:
     """Every non-whitespace character of ``text`` as one token, joined by single spaces.
@@ -104,6 +99,12 @@ def score_captions(
 
     res = {i: [char_tokens(predictions[i])] for i in ids}
     gts = {i: [char_tokens(ref) for ref in references[i]] for i in ids}
+    # imported here: the scorers are only needed to report, and `import ofa_cn` stays light
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from sacrebleu.metrics import BLEU
+
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     rouge_l, _ = Rouge().compute_score(gts, res)
     cider, _ = Cider().compute_score(gts, res)
