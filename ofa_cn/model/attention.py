@@ -56,6 +56,30 @@ def eager_attention(q, k, v, bias, scale: float, dropout_p: float = 0.0):
     return torch.matmul(probs, v)
 
 
+class Linear(nn.Linear):
+    """nn.Linear (same parameters and keys) that multiplies a few rows as (W x^T)^T on CPU.
+
+    Decoding step by step feeds only beam x batch rows, so each step streams every weight once
+    from memory. MKL streams it about twice as fast for W x^T as for x W^T at these sizes (on a
+    2-core AVX-512 CPU, 5 rows: the 30325 x 768 output projection 16 -> 5 ms, a base decoder step
+    40 -> 23 ms). The result is the same up to float rounding. Only without autograd.
+    """
+
+    transposed_rows = (2, 64)  # row counts that use W x^T; (0, -1) switches it off
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features
+        lo, hi = self.transposed_rows
+        if not (lo <= rows <= hi and x.device.type == "cpu") or torch.is_grad_enabled():
+            return super().forward(x)
+        xt = x.reshape(rows, self.in_features).t()  # [in, rows]
+        if self.bias is None:
+            out = torch.mm(self.weight, xt)
+        else:
+            out = torch.addmm(self.bias[:, None], self.weight, xt)  # [out, rows]
+        return out.t().contiguous().view(*x.shape[:-1], self.out_features)
+
+
 class MultiheadAttention(nn.Module):
     """Attention of OFA (self or cross); parameter names are the released checkpoint's.
 
@@ -79,10 +103,10 @@ class MultiheadAttention(nn.Module):
         self.dropout = dropout
         self.c_attn = nn.Parameter(torch.ones(num_heads)) if scale_heads else None
         # registration order k, v, q, out = the released state-dict order
-        self.k_proj = nn.Linear(kdim, embed_dim)
-        self.v_proj = nn.Linear(kdim, embed_dim)
-        self.q_proj = nn.Linear(embed_dim, embed_dim)
-        self.out_proj = nn.Linear(embed_dim, embed_dim)
+        self.k_proj = Linear(kdim, embed_dim)
+        self.v_proj = Linear(kdim, embed_dim)
+        self.q_proj = Linear(embed_dim, embed_dim)
+        self.out_proj = Linear(embed_dim, embed_dim)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape

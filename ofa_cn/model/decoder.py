@@ -5,24 +5,78 @@ Decoding starts from bos (id 0). Positions, as in the encoder, only enter as att
     self bias_l  = q_p k_p^T (target positions)          + token_rel_l[bucket(i - j)]
     cross bias   = q_p (target) . k_p (encoder positions)  (same for every layer)
 
-Step-by-step decoding keeps a cache per layer: the self-attention keys/values of the prefix, and
-the cross-attention keys/values of the encoder output, computed once.
+Step-by-step decoding keeps a cache: per layer the self-attention keys/values of the prefix; the
+position keys of the prefix; and a `CrossMemory` with what every step reads from the encoder
+output (cross-attention keys/values, position keys, padding), computed at the first step once per
+distinct encoder row, since beam search repeats each sentence's row beam times.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import Linear
 from .config import MAX_POSITION_BUCKETS, POSITION_TABLE_EXTRA, linear_rates, OFAConfig
-from .encoder import EncoderOutput, split_heads_bias
+from .encoder import EncoderOutput, split_heads
 from .layers import DecoderLayer
 from .positions import decoder_image_position_table, image_bucket_table, num_image_buckets, token_bucket_table
 
 CACHE_KEY = "ofa_decoder_cache"
+
+
+@dataclass
+class CrossMemory:
+    """What every decoding step reads from the encoder output, computed once.
+
+    kv: per layer, the cross-attention keys/values of U distinct encoder rows, two [U, H, S, d].
+    pos_k: the encoder positions' keys of the cross position bias, per head [U or 1, H, S, d].
+    pad: [U, S] bool, True = padding; None when no row has any.
+    rows: [R] the row of kv that each decoder row reads, or None when decoder row r reads row r.
+    """
+
+    kv: list[tuple[torch.Tensor, torch.Tensor]]
+    pos_k: torch.Tensor
+    pad: torch.Tensor | None
+    rows: torch.Tensor | None = None
+
+    def reorder(self, order: torch.Tensor) -> None:
+        """Decoder row r now continues row order[r] (beam search). Copies nothing."""
+        self.rows = order if self.rows is None else self.rows.index_select(0, order)
+
+    def _keep(self, keep: torch.Tensor) -> None:
+        self.kv = [(k.index_select(0, keep), v.index_select(0, keep)) for k, v in self.kv]
+        if self.pos_k.size(0) != 1:
+            self.pos_k = self.pos_k.index_select(0, keep)
+        if self.pad is not None:
+            self.pad = self.pad.index_select(0, keep)
+
+    def group_size(self, allow_groups: bool = True) -> int:
+        """g such that decoder rows [u*g, (u+1)*g) all read kv row u; 1 = row r reads row r.
+
+        Beam search keeps that layout (beams stay within their sentence; finished sentences are
+        dropped, and then so are their rows here). Any other order of rows, or groups when
+        `allow_groups` is False, falls back to one copy of the keys/values per decoder row.
+        """
+        if self.rows is None:
+            return 1
+        rows = self.rows.tolist()  # one host copy of R ints per step
+        g = next((i for i, r in enumerate(rows) if r != rows[0]), len(rows))
+        distinct = rows[::g]
+        grouped = (len(rows) % g == 0 and len(set(distinct)) == len(distinct)
+                   and rows == [u for u in distinct for _ in range(g)])
+        if not grouped or (g > 1 and not allow_groups):
+            self._keep(self.rows)
+            self.rows = None
+            return 1
+        if distinct != list(range(self.kv[0][0].size(0))):
+            self._keep(torch.tensor(distinct, device=self.rows.device))
+        self.rows = None if g == 1 else torch.arange(len(distinct), device=self.rows.device).repeat_interleave(g)
+        return g
 
 
 class Decoder(nn.Module):
@@ -63,18 +117,57 @@ class Decoder(nn.Module):
         rates = linear_rates(cfg.decoder_drop_path_rate, cfg.decoder_layers)
         self.layers = nn.ModuleList(DecoderLayer(cfg, r) for r in rates)
         self.layer_norm = nn.LayerNorm(D)  # after the last layer
-        self.output_projection = nn.Linear(D, embed_tokens.num_embeddings, bias=False)
+        self.output_projection = Linear(D, embed_tokens.num_embeddings, bias=False)
         self.output_projection.weight = embed_tokens.weight  # tied
         self.token_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(2 * cfg.token_bucket_size - 1, H) for _ in range(cfg.decoder_layers))
         self.image_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(num_image_buckets(cfg.image_bucket_size), H) for _ in range(cfg.decoder_layers))
+        # Speed-ups of step-by-step decoding, on by default; scripts/benchmark.py switches them
+        # off for its reference path. Results are the same either way (up to float rounding).
+        self.reuse_cross_kv = True  # CrossMemory: once per distinct encoder row, kept across steps
+        self.incremental_self_bias = True  # position bias of the new position only; keys cached
 
     def max_positions(self) -> int:
         return self.cfg.max_target_positions
 
     def _cross_kv(self, encoder_out: EncoderOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [layer.encoder_attn.project_kv(encoder_out.out) for layer in self.layers]
+
+    def _cross_memory(self, encoder_out: EncoderOutput) -> CrossMemory:
+        """Cross keys/values of each distinct row of the encoder output (its `source` if repeated)."""
+        source, rows = encoder_out, None
+        if encoder_out.source is not None:
+            source, rows = encoder_out.source, encoder_out.source_rows
+        pad = source.padding_mask if source.padding_mask.any() else None
+        pos_k = split_heads(self.cross_pos_k_linear(source.position_embeddings), self.num_heads)
+        return CrossMemory(self._cross_kv(source), pos_k, pad, rows)
+
+    def _self_position_bias(self, q_pos: torch.Tensor, T: int, cache: dict[str, Any] | None) -> torch.Tensor:
+        """q_pos [1, T', D] normalised positions start..T-1 -> [1, H, T', T] (q_p k_p^T)."""
+        H, start = self.num_heads, T - q_pos.size(1)
+        k_new = self.self_pos_k_linear(q_pos)  # [1, T', D]
+        cached = cache.get("self_pos_k") if cache is not None and self.incremental_self_bias else None
+        if start == 0:
+            k = split_heads(k_new, H)
+        elif cached is not None and cached.size(2) == start:
+            k = torch.cat([cached, split_heads(k_new, H)], dim=2)  # [1, H, T, d]
+        else:  # recompute the keys of the whole prefix
+            all_pos = self.pos_ln(self.embed_positions(torch.arange(T, device=q_pos.device)))[None]
+            k = split_heads(self.self_pos_k_linear(all_pos), H)
+        if cache is not None and self.incremental_self_bias:
+            cache["self_pos_k"] = k
+        q = split_heads(self.self_pos_q_linear(q_pos), H) * self.pos_scaling
+        return torch.matmul(q, k.transpose(-1, -2))
+
+    def _cross_position_bias(self, q_pos: torch.Tensor, pos_k: torch.Tensor,
+                             pad: torch.Tensor | None) -> torch.Tensor:
+        """q_pos [1, T', D]; pos_k [B|1, H, S, d]; pad [B, S] or None -> [B|1, H, T', S]"""
+        q = split_heads(self.cross_pos_q_linear(q_pos), self.num_heads) * self.pos_scaling
+        bias = torch.matmul(q, pos_k.transpose(-1, -2))
+        if pad is not None:
+            bias = bias.masked_fill(pad[:, None, None, :], float("-inf"))
+        return bias
 
     def forward(self, prev_output_tokens: torch.Tensor, encoder_out: EncoderOutput,
                 incremental_state: dict[str, Any] | None = None, features_only: bool = False,
@@ -99,47 +192,51 @@ class Decoder(nn.Module):
         start = 0 if cache is None or "self_kv" not in cache else cache["self_kv"][0][0].size(2)
         new_tokens = prev_output_tokens[:, start:]  # [B, T'] the positions to compute now
 
-        positions = torch.arange(T, device=device)
-        tgt_pos = self.embed_positions(positions)[None]  # [1, T, D] raw positions
-        tgt_pos_ln = self.pos_ln(tgt_pos)
-        q_pos = tgt_pos_ln[:, start:]  # [1, T', D]
-        self_bias = split_heads_bias(self.self_pos_q_linear(q_pos), self.self_pos_k_linear(tgt_pos_ln),
-                                     self.num_heads, self.pos_scaling)  # [1, H, T', T]
-        cross_bias = split_heads_bias(self.cross_pos_q_linear(q_pos),
-                                      self.cross_pos_k_linear(encoder_out.position_embeddings),
-                                      self.num_heads, self.pos_scaling)  # [B|1, H, T', S]
-        if encoder_out.padding_mask.any():
-            cross_bias = cross_bias.masked_fill(encoder_out.padding_mask[:, None, None, :], float("-inf"))
-        causal = torch.ones(T - start, T, dtype=torch.bool, device=device).triu(start + 1)  # [T', T]
-        self_mask = causal[None, None]  # [1, 1, T', T]
+        new_pos = self.embed_positions(torch.arange(start, T, device=device))[None]  # [1, T', D] raw positions
+        q_pos = self.pos_ln(new_pos)  # [1, T', D]
+        self_bias = self._self_position_bias(q_pos, T, cache)  # [1, H, T', T]
+        cross_group = 1
+        if cache is not None and self.reuse_cross_kv:
+            if "cross" not in cache:
+                cache["cross"] = self._cross_memory(encoder_out)
+            memory: CrossMemory = cache["cross"]
+            cross_group = memory.group_size(allow_groups=new_tokens.size(1) == 1)
+            cross_kv = memory.kv
+            cross_bias = self._cross_position_bias(q_pos, memory.pos_k, memory.pad)  # [U|1, H, T', S]
+        else:
+            cross_kv = self._cross_kv(encoder_out)
+            pos_k = split_heads(self.cross_pos_k_linear(encoder_out.position_embeddings), self.num_heads)
+            pad = encoder_out.padding_mask if encoder_out.padding_mask.any() else None
+            cross_bias = self._cross_position_bias(q_pos, pos_k, pad)  # [B|1, H, T', S]
+        self_mask = None
+        if T - start > 1:  # a single new position sees every earlier one
+            self_mask = torch.ones(T - start, T, dtype=torch.bool, device=device).triu(start + 1)[None, None]
         tgt_pad = prev_output_tokens.eq(self.pad)
         if tgt_pad.any():
-            self_mask = self_mask | tgt_pad[:, None, None, :]  # [B, 1, T', T]
+            pad_mask = tgt_pad[:, None, None, :]  # [B, 1, 1, T]
+            self_mask = pad_mask if self_mask is None else self_mask | pad_mask  # [B|1, 1, T', T]
         bucket = self.token_rp_bucket[start:T, :T]  # [T', T]
 
         x = self.embed_tokens(new_tokens)  # [B, T', D]
         if not self.cfg.disable_entangle:
             # the original decoder adds raw positions unless --disable-entangle (every release sets it)
-            x = x + tgt_pos[:, start:]
+            x = x + new_pos
         x = self.layernorm_embedding(x)
         x = F.dropout(x, self.cfg.dropout, self.training)
 
-        if cache is not None and "cross_kv" in cache:
-            cross_kv = cache["cross_kv"]
-        else:
-            cross_kv = self._cross_kv(encoder_out)
         self_kv = cache.get("self_kv") if cache is not None else None
         new_self_kv = []
         inner_states = [x]
         for i, layer in enumerate(self.layers):
             rel = self.token_rel_pos_table_list[i](bucket).permute(2, 0, 1)[None]  # [1, H, T', T]
-            bias = (self_bias + rel).masked_fill(self_mask, float("-inf"))
-            x, kv = layer(x, self_kv[i] if self_kv else None, bias, cross_kv[i], cross_bias)
+            bias = self_bias + rel
+            if self_mask is not None:
+                bias = bias.masked_fill(self_mask, float("-inf"))
+            x, kv = layer(x, self_kv[i] if self_kv else None, bias, cross_kv[i], cross_bias, cross_group)
             new_self_kv.append(kv)
             inner_states.append(x)
         if cache is not None:
             cache["self_kv"] = new_self_kv
-            cache["cross_kv"] = cross_kv
         x = self.layer_norm(x)
         if not features_only:
             x = self.output_projection(x)
@@ -147,8 +244,9 @@ class Decoder(nn.Module):
 
     @staticmethod
     def reorder_cache(cache: dict[str, Any], new_order: torch.Tensor) -> None:
-        """Reorder the cached keys/values of every layer by `new_order` (beam search), in place."""
-        for name in ("self_kv", "cross_kv"):
-            if name in cache:
-                cache[name] = [(k.index_select(0, new_order), v.index_select(0, new_order))
-                               for k, v in cache[name]]
+        """Follow beam search's new row order `new_order` [R'] in place (self keys/values are copied)."""
+        if "self_kv" in cache:
+            cache["self_kv"] = [(k.index_select(0, new_order), v.index_select(0, new_order))
+                                for k, v in cache["self_kv"]]
+        if "cross" in cache:
+            cache["cross"].reorder(new_order)

@@ -33,12 +33,17 @@ class EncoderOutput:
     position_embeddings: [B or 1, S, D] LayerNorm'ed positions, for the decoder's cross bias
         (batch 1 when every row has the same positions).
     states: per-layer inputs/outputs ([embeddings, layer 1, ...], before the final norm) when asked.
+    source, source_rows: after `index_select`, the encoder's own output and, per row [B], the row
+        of it that this row copies. Beam search repeats every row beam times; the decoder uses
+        these to project the cross-attention keys/values of each distinct row once.
     """
 
     out: torch.Tensor
     padding_mask: torch.Tensor
     position_embeddings: torch.Tensor
     states: list[torch.Tensor] = field(default_factory=list)
+    source: "EncoderOutput | None" = None
+    source_rows: torch.Tensor | None = None
 
     def index_select(self, order: torch.Tensor) -> "EncoderOutput":
         """Rows reordered/repeated by `order` (beam search)."""
@@ -48,7 +53,15 @@ class EncoderOutput:
             padding_mask=self.padding_mask.index_select(0, order),
             position_embeddings=pos if pos.size(0) == 1 else pos.index_select(0, order),
             states=[s.index_select(0, order) for s in self.states],
+            source=self if self.source is None else self.source,
+            source_rows=order if self.source_rows is None else self.source_rows.index_select(0, order),
         )
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, T, D] -> [B, H, T, D / H] (a view)."""
+    B, T, D = x.shape
+    return x.view(B, T, heads, D // heads).transpose(1, 2)
 
 
 def split_heads_bias(q: torch.Tensor, k: torch.Tensor, heads: int, scaling: float) -> torch.Tensor:
@@ -59,11 +72,7 @@ def split_heads_bias(q: torch.Tensor, k: torch.Tensor, heads: int, scaling: floa
     Returns:
         [B, H, T, S]
     """
-    B1, T, D = q.shape
-    B2, S, _ = k.shape
-    qh = q.view(B1, T, heads, D // heads).transpose(1, 2) * scaling  # [B, H, T, d]
-    kh = k.view(B2, S, heads, D // heads).transpose(1, 2)  # [B, H, S, d]
-    return torch.matmul(qh, kh.transpose(-1, -2))
+    return torch.matmul(split_heads(q, heads) * scaling, split_heads(k, heads).transpose(-1, -2))
 
 
 class Encoder(nn.Module):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from .attention import MultiheadAttention
+from .attention import Linear, MultiheadAttention
 from .config import OFAConfig
 
 
@@ -60,8 +60,8 @@ class EncoderLayer(nn.Module, FeedForward):
         self.self_attn = MultiheadAttention(D, cfg.encoder_attention_heads, dropout=cfg.attention_dropout,
                                             scale_factor=cfg.attn_scale_factor, scale_heads=cfg.scale_heads)
         self.self_attn_layer_norm = nn.LayerNorm(D)  # pre-attention norm
-        self.fc1 = nn.Linear(D, F_)
-        self.fc2 = nn.Linear(F_, D)
+        self.fc1 = Linear(D, F_)
+        self.fc2 = Linear(F_, D)
         self.attn_ln = _maybe_ln(cfg.scale_attn, D)  # post-attention norm (scale_attn)
         self.ffn_layernorm = _maybe_ln(cfg.scale_fc, F_)  # inside the FFN, over F (scale_fc)
         self.w_resid = nn.Parameter(torch.ones(D)) if cfg.scale_resids else None
@@ -94,23 +94,26 @@ class DecoderLayer(nn.Module, FeedForward):
         self.encoder_attn = MultiheadAttention(D, H, kdim=cfg.encoder_embed_dim, **attn)
         self.encoder_attn_layer_norm = nn.LayerNorm(D)  # before cross-attention
         self.ffn_layernorm = _maybe_ln(cfg.scale_fc, F_)  # inside the FFN, over F (scale_fc)
-        self.fc1 = nn.Linear(D, F_)
-        self.fc2 = nn.Linear(F_, D)
+        self.fc1 = Linear(D, F_)
+        self.fc2 = Linear(F_, D)
         self.w_resid = nn.Parameter(torch.ones(D)) if cfg.scale_resids else None
         self.final_layer_norm = nn.LayerNorm(D)  # pre-FFN norm
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, self_kv: tuple[torch.Tensor, torch.Tensor] | None,
                 self_bias: torch.Tensor | None, cross_kv: tuple[torch.Tensor, torch.Tensor],
-                cross_bias: torch.Tensor | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+                cross_bias: torch.Tensor | None,
+                cross_group: int = 1) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """One decoder layer.
 
         Args:
             x: [B, T, D] the new positions (T = 1 when decoding step by step).
             self_kv: cached self-attention keys/values of earlier positions, two [B, H, t, d], or None.
             self_bias: [B|1, H, T, t+T] position bias + causal/padding -inf.
-            cross_kv: the encoder output's keys/values, two [B, H, S, d] (computed once).
-            cross_bias: [B|1, H, T, S].
+            cross_kv: the encoder output's keys/values, two [B / cross_group, H, S, d] (computed once).
+            cross_bias: [B|1, H, T, S], or [B / cross_group | 1, H, 1, S] when grouped.
+            cross_group: g > 1 when rows [u*g, (u+1)*g) all read cross_kv row u (beams of one
+                sentence); then T must be 1.
         Returns:
             x [B, T, D] and the self-attention keys/values of all t+T positions (for the cache).
         """
@@ -124,7 +127,15 @@ class DecoderLayer(nn.Module, FeedForward):
         x = residual + self.drop_path(h)
 
         residual = x
-        h = self.encoder_attn.attend(self.encoder_attn_layer_norm(x), *cross_kv, cross_bias)
+        h = self.encoder_attn_layer_norm(x)
+        if cross_group > 1:
+            # the g beams of a sentence read the same encoder row: one row of g queries, no K/V copies
+            R, T, D = h.shape
+            assert T == 1, f"grouped cross-attention needs one new position per row, got {T}"
+            h = self.encoder_attn.attend(h.view(R // cross_group, cross_group, D), *cross_kv, cross_bias)
+            h = h.view(R, T, D)
+        else:
+            h = self.encoder_attn.attend(h, *cross_kv, cross_bias)
         h = F.dropout(_apply(self.cross_attn_ln, h), self.dropout, self.training)
         x = residual + self.drop_path(h)
         return self._ffn(x), (k, v)

@@ -20,6 +20,11 @@ STAGE_STRIDES = (1, 2, 2)
 STEM_CHANNELS = 64
 
 
+def _frozen_bn(num_features: int, **unused) -> FrozenBatchNorm2d:
+    """FrozenBatchNorm2d that ignores the device/dtype keywords timm's blocks pass to a norm layer."""
+    return FrozenBatchNorm2d(num_features)
+
+
 class ResNetStem(nn.Module):
     """ResNet stem + layer1..layer3.
 
@@ -33,7 +38,7 @@ class ResNetStem(nn.Module):
 
     def __init__(self, layers: tuple[int, int, int], drop_path_rate: float = 0.0, frozen_bn: bool = False):
         super().__init__()
-        norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+        norm = _frozen_bn if frozen_bn else nn.BatchNorm2d
         self.conv1 = nn.Conv2d(3, STEM_CHANNELS, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = norm(STEM_CHANNELS)
         self.relu = nn.ReLU(inplace=True)
@@ -55,6 +60,9 @@ class ResNetStem(nn.Module):
                 ))
             setattr(self, f"layer{stage}", nn.Sequential(*stage_blocks))
             inplanes = out
+        # Run the convolutions on channels-last (NHWC) activations: oneDNN's fast layout on CPU,
+        # tensor-core friendly on GPU (~20% faster on a 2-core CPU). Same values up to rounding.
+        self.channels_last = True
         self.init_weights()
 
     def init_weights(self):
@@ -66,6 +74,8 @@ class ResNetStem(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """images [B, 3, H, W] -> features [B, 1024, H/16, W/16]"""
+        """images [B, 3, H, W] -> features [B, 1024, H/16, W/16] (channels-last strides unless switched off)"""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
         return self.layer3(self.layer2(self.layer1(x)))

@@ -1,0 +1,530 @@
+"""Speed of OFA-CN: a training step, a forward pass and caption generation, ours against a reference.
+
+    python scripts/benchmark.py --quick                          # golden-tiny sizes, ~2 min on 2 CPU cores
+    python scripts/benchmark.py --arch ofa_cn_base --sizes 256   # base, ~10 min on 2 CPU cores
+    python scripts/benchmark.py --device cuda --dtype bf16       # base and large, 256 and 480 px
+
+Every workload runs twice, each time in a fresh subprocess (so that its peak memory is its own):
+once on the default path and once on the reference path, which is the same model with plain
+softmax(q k^T s + bias) v attention and every speed-up of `ofa_cn.model` switched off (see
+`reference_path`). Both paths start from the same seeded weights and batch; the table shows
+median/min/max seconds over --reps repetitions after warm-up, throughput, peak memory (peak RSS
+on CPU, torch.cuda.max_memory_allocated on GPU), the time ratio default/reference, whether both
+paths computed the same thing, and the original OFA's numbers on the same 2-core CPU class.
+
+Workloads (batch of caption prompts, random pixels, random targets of 20 tokens):
+    train     forward + backward + Adam step, label-smoothed CE (0.1), --batch rows
+    forward   eval, no grad, --batch rows
+    generate  beam 5, 16 tokens (min_len = max_len_b = 16), no_repeat_ngram_size 3, --gen-batches rows
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gc
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ofa_cn.criterion import label_smoothed_nll_loss  # noqa: E402
+from ofa_cn.generate import build_generator, generate  # noqa: E402
+from ofa_cn.model.attention import Linear, attention_backend  # noqa: E402
+from ofa_cn.model.config import PATCH_STRIDE, RESNET_OUT_CHANNELS, config_for_arch  # noqa: E402
+from ofa_cn.model.ofa import OFAModel  # noqa: E402
+from ofa_cn.tokenizer import BOS, EOS, build_dictionary  # noqa: E402
+
+logger = logging.getLogger("benchmark")
+
+CAPTION_PROMPT = [0, 1749, 4279, 2993, 6839, 753, 788, 724, 1083, 2163, 140, 2]  # "图片描述了什么内容?"
+TARGET_LENGTH = 20
+LABEL_SMOOTHING = 0.1
+GENERATION = dict(beam=5, max_len_b=16, min_len=16, no_repeat_ngram_size=3)
+# The golden_tiny1 checkpoint's sizes (../shared/reference/golden_tiny1), for --quick.
+QUICK_ARCH = "golden_tiny1"
+QUICK_SIZES = dict(resnet_type="resnet50", encoder_embed_dim=128, decoder_embed_dim=128,
+                   encoder_ffn_embed_dim=256, decoder_ffn_embed_dim=256,
+                   encoder_attention_heads=4, decoder_attention_heads=4, encoder_layers=2, decoder_layers=2)
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16, SXM
+
+# The original OFA (OFA-Sys/OFA @a36b91c) on this 2-core CPU class, torch 2.13 CPU, 2 threads:
+# (arch, workload, batch, image size) -> (median seconds, peak RSS GiB or None).
+ORIGINAL = {
+    ("ofa_cn_base", "train", 4, 256): (4.57, 4.3),
+    ("ofa_cn_base", "train", 4, 480): (30.5, 9.2),
+    ("ofa_cn_base", "forward", 4, 256): (1.36, 1.4),
+    ("ofa_cn_base", "generate", 1, 256): (1.67, 1.3),
+    ("ofa_cn_base", "generate", 4, 256): (4.59, 1.6),
+    (QUICK_ARCH, "train", 4, 256): (0.96, None),
+    (QUICK_ARCH, "forward", 4, 256): (0.27, None),
+    (QUICK_ARCH, "generate", 1, 256): (0.27, None),
+    (QUICK_ARCH, "generate", 4, 256): (0.55, None),
+}
+PATHS = ("default", "reference")
+_BUILT: dict[str, OFAModel] = {}  # CPU copies of the models built so far (GPU runs only)
+
+
+# --- the model, the batch and the three workloads (also used by tests/test_benchmark_smoke.py) ---
+
+def model_config(arch: str, **overrides):
+    """OFAConfig of `arch` (a registered architecture or QUICK_ARCH)."""
+    if arch == QUICK_ARCH:
+        return config_for_arch("ofa_cn_base", **{**QUICK_SIZES, **overrides})
+    return config_for_arch(arch, **overrides)
+
+
+def build_model(cfg, device: str = "cpu", seed: int = 0) -> OFAModel:
+    """Randomly initialised OFAModel (seeded: both paths get the same weights), moved to `device`.
+
+    Built on the CPU: the position-bucket tables are float computations whose rounding must be
+    the CPU's, as in every checkpoint.
+    """
+    if torch.device(device).type == "cpu":
+        torch.manual_seed(seed)
+        return OFAModel.from_config(cfg)
+    key = repr((cfg, seed))  # GPU runs share one process: initialise each size once (large: seconds)
+    if key not in _BUILT:
+        torch.manual_seed(seed)
+        _BUILT[key] = OFAModel.from_config(cfg)
+    return copy.deepcopy(_BUILT[key]).to(device)
+
+
+def make_optimizer(model: OFAModel, fused: bool = True) -> torch.optim.Optimizer:
+    """Adam; fused = one kernel over all parameters (CPU and CUDA), else torch's per-tensor loop."""
+    if fused:
+        return torch.optim.Adam(model.parameters(), lr=1e-5, fused=True)
+    return torch.optim.Adam(model.parameters(), lr=1e-5, foreach=False)
+
+
+def make_batch(cfg, batch: int, image_size: int, device: str = "cpu", seed: int = 0) -> dict[str, Any]:
+    """A caption-like batch: the caption prompt, random pixels, random 20-token targets ending in eos."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.tensor([CAPTION_PROMPT] * batch)
+    images = torch.randn(batch, 3, image_size, image_size, generator=g)
+    target = torch.randint(4, min(cfg.vocab_size, 21128), (batch, TARGET_LENGTH), generator=g)
+    target[:, -1] = EOS
+    prev = torch.cat([torch.full((batch, 1), BOS), target[:, :-1]], dim=1)
+    net_input = {"src_tokens": src, "src_lengths": torch.full((batch,), src.size(1)), "patch_images": images,
+                 "patch_masks": torch.ones(batch, dtype=torch.bool), "prev_output_tokens": prev}
+    return {"net_input": {k: v.to(device) for k, v in net_input.items()}, "target": target.to(device)}
+
+
+def _autocast(device: str, dtype: str):
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
+def train_step(model: OFAModel, optimizer: torch.optim.Optimizer, sample: dict[str, Any],
+               dtype: str = "fp32") -> float:
+    """Forward + backward + optimizer step on `sample`. -> the loss (per target token)."""
+    model.train()
+    with _autocast(sample["target"].device.type, dtype):
+        logits, _ = model(**sample["net_input"])
+    lprobs = F.log_softmax(logits.float(), dim=-1)  # [B, T, V]
+    loss, _ = label_smoothed_nll_loss(lprobs.flatten(0, 1), sample["target"].flatten(), LABEL_SMOOTHING)
+    loss = loss.sum() / loss.numel()
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def forward_only(model: OFAModel, sample: dict[str, Any], dtype: str = "fp32") -> torch.Tensor:
+    """Eval forward. -> logits [B, T, V]"""
+    model.eval()
+    with _autocast(sample["target"].device.type, dtype):
+        logits, _ = model(**sample["net_input"])
+    return logits
+
+
+def build_caption_generator(model: OFAModel, dictionary=None):
+    return build_generator([model], dictionary or build_dictionary(), **GENERATION)
+
+
+@torch.no_grad()
+def generate_captions(model: OFAModel, generator, sample: dict[str, Any], dtype: str = "fp32") -> list[list[int]]:
+    """Beam search on `sample`'s images and prompts. -> the best hypothesis' ids per row."""
+    model.eval()
+    net_input = {k: v for k, v in sample["net_input"].items() if k != "prev_output_tokens"}
+    with _autocast(sample["target"].device.type, dtype):
+        hyps = generate(generator, {"net_input": net_input})
+    return [h[0]["tokens"].tolist() for h in hyps]
+
+
+# The default path's speed-ups, in the order they were added, with the workloads each changes.
+SPEEDUPS = {
+    "sdpa": ("train", "forward", "generate"),  # fused scaled_dot_product_attention
+    "channels_last": ("train", "forward", "generate"),  # NHWC convolutions in the image stem
+    "fused_adam": ("train",),  # one Adam kernel over all parameters
+    "cross_memory": ("generate",),  # cross K/V once per sentence, kept across steps, beams grouped
+    "incremental_self_bias": ("generate",),  # self position bias of the new position only
+    "transposed_linear": ("generate",),  # W x^T for the few rows of a decoding step (CPU)
+}
+
+
+@contextlib.contextmanager
+def speedups_off(model: OFAModel, names=tuple(SPEEDUPS)) -> Iterator[None]:
+    """Switch the named speed-ups off (fused_adam is the optimizer's choice: see run_spec)."""
+    switches = {"channels_last": (model.encoder.embed_images, "channels_last", False),
+                "cross_memory": (model.decoder, "reuse_cross_kv", False),
+                "incremental_self_bias": (model.decoder, "incremental_self_bias", False),
+                "transposed_linear": (Linear, "transposed_rows", (0, -1))}
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            if name not in SPEEDUPS:
+                raise ValueError(f"unknown speed-up {name!r}; known: {sorted(SPEEDUPS)}")
+            if name == "sdpa":
+                stack.enter_context(attention_backend("eager"))
+            elif name in switches:
+                owner, attr, off = switches[name]
+                stack.callback(setattr, owner, attr, getattr(owner, attr))
+                setattr(owner, attr, off)
+        yield
+
+
+def reference_path(model: OFAModel):
+    """The model without any speed-up: eager softmax(q k^T s + bias) v attention, NCHW
+    convolutions, cross K/V recomputed every decoding step, the self position bias of the whole
+    prefix every step, x W^T for every linear (and, in run_spec, torch's unfused Adam)."""
+    return speedups_off(model)
+
+
+def compile_layers(model: OFAModel) -> None:
+    """torch.compile the image stem and every transformer layer in place (state-dict keys unchanged)."""
+    model.encoder.embed_images.compile()
+    for layer in model.encoder.layers:
+        layer.compile()
+    for layer in model.decoder.layers:
+        layer.compile(dynamic=True)  # the cached prefix grows by one every decoding step
+
+
+# --- analytic FLOPs (for MFU) ---
+
+def resnet_flops(layers: tuple[int, int, int], size: int) -> float:
+    """Multiply-adds x 2 of the truncated ResNet's convolutions on one size x size image."""
+    h = size // 2
+    flops = 2 * 3 * 64 * 7 * 7 * h * h  # conv1, stride 2
+    h //= 2  # maxpool
+    cin = 64
+    for blocks, planes, stride in zip(layers, (64, 128, 256), (1, 2, 2)):
+        out = planes * 4
+        for i in range(blocks):
+            s = stride if i == 0 else 1
+            ho = h // s
+            flops += 2 * cin * planes * h * h + 2 * planes * planes * 9 * ho * ho + 2 * planes * out * ho * ho
+            if i == 0:
+                flops += 2 * cin * out * ho * ho  # downsample
+            cin, h = out, ho
+    return flops
+
+
+def forward_flops(cfg, batch: int, image_size: int, src_len: int = len(CAPTION_PROMPT),
+                  tgt_len: int = TARGET_LENGTH) -> float:
+    """FLOPs of one teacher-forced forward: convs, linears (2 in out per token), attention 4 T S D."""
+    D, Fd, V = cfg.encoder_embed_dim, cfg.encoder_ffn_embed_dim, cfg.vocab_size
+    n = (image_size // PATCH_STRIDE) ** 2
+    S, T = n + src_len, tgt_len
+    per_row = resnet_flops(cfg.resnet_layers, image_size) + 2 * RESNET_OUT_CHANNELS * D * n
+    per_row += cfg.encoder_layers * (S * 2 * (4 * D * D + 2 * D * Fd) + 4 * S * S * D)
+    per_row += cfg.decoder_layers * (T * 2 * (6 * D * D + 2 * D * Fd) + S * 2 * 2 * D * D
+                                     + 4 * T * T * D + 4 * T * S * D)
+    per_row += 2 * D * V * T
+    return batch * per_row
+
+
+def workload_flops(cfg, workload: str, batch: int, image_size: int) -> float | None:
+    if workload == "forward":
+        return forward_flops(cfg, batch, image_size)
+    if workload == "train":
+        return 3 * forward_flops(cfg, batch, image_size)
+    return None
+
+
+def peak_tflops(device: str, override: float | None) -> float | None:
+    if override:
+        return override
+    if torch.device(device).type != "cuda":
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+# --- one (workload, path) in a subprocess ---
+
+@dataclass
+class Spec:
+    arch: str
+    workload: str
+    batch: int
+    size: int
+    path: str
+    reps: int
+    warmup: int
+    device: str
+    dtype: str
+    compile: bool = False
+    threads: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # OFAConfig fields (tests: tiny sizes)
+    off: list[str] | None = None  # speed-ups switched off (None: none on "default", all on "reference")
+
+
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak_memory_gib(device: str) -> float:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def run_spec(spec: Spec) -> dict[str, Any]:
+    """Build, warm up and time one workload on one path. -> its results."""
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    if torch.device(spec.device).type == "cuda":
+        gc.collect()  # the previous spec's model, when several run in one process
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    load_before = os.getloadavg()[0]
+    cfg = model_config(spec.arch, **spec.overrides)
+    model = build_model(cfg, spec.device)
+    sample = make_batch(cfg, spec.batch, spec.size, spec.device)
+    off = spec.off if spec.off is not None else list(SPEEDUPS) if spec.path == "reference" else []
+    if spec.compile and not off:
+        compile_layers(model)
+    step: Callable[[], Any]
+    if spec.workload == "train":
+        optimizer = make_optimizer(model, fused="fused_adam" not in off)
+        step = lambda: train_step(model, optimizer, sample, spec.dtype)  # noqa: E731
+    elif spec.workload == "forward":
+        step = lambda: forward_only(model, sample, spec.dtype)  # noqa: E731
+    elif spec.workload == "generate":
+        generator = build_caption_generator(model)
+        step = lambda: generate_captions(model, generator, sample, spec.dtype)  # noqa: E731
+    else:
+        raise ValueError(f"unknown workload {spec.workload!r}; expected train, forward or generate")
+
+    with speedups_off(model, off):
+        first = step()  # the first call's result: what both paths must agree on
+        for _ in range(spec.warmup - 1):
+            step()
+        _sync(spec.device)
+        times = []
+        for _ in range(spec.reps):
+            start = time.perf_counter()
+            step()
+            _sync(spec.device)
+            times.append(time.perf_counter() - start)
+
+    if spec.workload == "forward":
+        check: Any = first.float().flatten()[:: max(1, first.numel() // 4096)].tolist()  # a strided sample
+    else:
+        check = first
+    median = statistics.median(times)
+    flops = workload_flops(cfg, spec.workload, spec.batch, spec.size)
+    return {
+        **spec.__dict__, "times": times, "median": median, "min": min(times), "max": max(times),
+        "throughput": spec.batch / median,
+        "unit": "images/s" if spec.workload == "generate" else "samples/s",
+        "seconds_per_image": median / spec.batch, "peak_memory_gib": _peak_memory_gib(spec.device),
+        "flops": flops, "tflops_per_s": flops / median / 1e12 if flops else None, "check": check,
+        "torch": torch.__version__, "num_threads": torch.get_num_threads(),
+        "load_average": [load_before, os.getloadavg()[0]],  # other processes on the CPU skew timings
+        "device_name": (torch.cuda.get_device_name() if torch.device(spec.device).type == "cuda"
+                        else platform.processor() or "cpu"),
+    }
+
+
+def run_in_subprocess(spec: Spec) -> dict[str, Any]:
+    """run_spec in a fresh interpreter (its own peak RSS / CUDA allocator)."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec.__dict__)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"benchmark worker failed ({' '.join(cmd)}):\n{proc.stderr[-4000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+# --- comparison and report ---
+
+def agreement(default: dict[str, Any], reference: dict[str, Any]) -> str:
+    """How close the two paths' first results are: |loss diff|, max |logit diff|, or tokens equal."""
+    a, b = default["check"], reference["check"]
+    if default["workload"] == "generate":
+        return "same tokens" if a == b else "TOKENS DIFFER"
+    if default["workload"] == "train":
+        return f"|dloss| {abs(a - b):.1e}"
+    return f"max|dlogit| {max(abs(x - y) for x, y in zip(a, b)):.1e}"
+
+
+def report(results: list[dict[str, Any]], peak: float | None) -> list[dict[str, Any]]:
+    """Print the table; -> one row per (arch, workload, batch, size): both paths and their ratios."""
+    first = results[0]
+    print(f"torch {first['torch']}, device {first['device']} ({first['device_name']}), dtype {first['dtype']}, "
+          f"threads {first['num_threads']}, compile {first['compile']}, reps {first['reps']} after "
+          f"{first['warmup']} warm-up; seconds per call (generate: per batch)")
+    header = (f"{'arch':12} {'workload':8} {'b':>2} {'px':>4} {'path':9} {'median':>7} {'min':>7} {'max':>7} "
+              f"{'thru/s':>7} {'peakGiB':>7} {'TF/s':>6} {'MFU':>6} {'load':>7} | {'def/ref':>7} {'agree':>18} "
+              f"| {'orig s':>6} {'vs orig':>7} {'mem/orig':>8}")
+    print(header)
+    print("-" * len(header))
+    by_key: dict[tuple, dict[str, dict]] = {}
+    for r in results:
+        by_key.setdefault((r["arch"], r["workload"], r["batch"], r["size"]), {})[r["path"]] = r
+    cpu_fp32 = first["device"] == "cpu" and first["dtype"] == "fp32"
+    rows = []
+    for key, paths in by_key.items():
+        orig = ORIGINAL.get(key) if cpu_fp32 else None
+        row: dict[str, Any] = dict(zip(("arch", "workload", "batch", "size"), key))
+        d, ref = paths.get("default"), paths.get("reference")
+        if d is not None and ref is not None:
+            row["default_over_reference"] = d["median"] / ref["median"]
+            row["agreement"] = agreement(d, ref)
+        for name, r in paths.items():
+            r["mfu"] = r["tflops_per_s"] / peak if peak and r["tflops_per_s"] else None
+            line = (f"{key[0]:12} {key[1]:8} {key[2]:>2} {key[3]:>4} {name:9} {r['median']:7.3f} {r['min']:7.3f} "
+                    f"{r['max']:7.3f} {r['throughput']:7.2f} {r['peak_memory_gib']:7.2f} "
+                    f"{_fmt(r['tflops_per_s'], '6.2f')} {_fmt(r['mfu'], '6.1%')} "
+                    f"{r['load_average'][0]:3.1f}/{r['load_average'][1]:3.1f} |")
+            if name == "default" and "agreement" in row:
+                line += f" {row['default_over_reference']:7.2f} {row['agreement']:>18} |"
+            else:
+                line += f" {'':7} {'':18} |"
+            if orig is not None:
+                o_time, o_mem = orig
+                # same batch, so the throughput ratio ours/original is original time / our time
+                row[f"{name}_vs_original"] = o_time / r["median"]
+                line += f" {o_time:6.2f} {o_time / r['median']:6.2f}x"
+                if o_mem:
+                    row[f"{name}_memory_vs_original"] = r["peak_memory_gib"] / o_mem
+                    line += f" {r['peak_memory_gib'] / o_mem:8.2f}"
+            print(line)
+        rows.append(row)
+    print("def/ref: median time default / reference (< 1: default faster). vs orig: our throughput / the "
+          "original OFA's (same batch). load: 1-min load average before/after (> threads: timings skewed).")
+    return rows
+
+
+def ablation_stages(workload: str) -> list[tuple[str, list[str]]]:
+    """[("reference", all off), ("+sdpa", the rest off), ...]; the last stage is the default path."""
+    names = [n for n, workloads in SPEEDUPS.items() if workload in workloads]
+    stages = [("reference", list(SPEEDUPS))]
+    for i, name in enumerate(names):
+        stages.append(("default" if i == len(names) - 1 else f"+{name}",
+                       [n for n in SPEEDUPS if n not in names[: i + 1]]))
+    return stages
+
+
+def report_ablation(results: list[dict[str, Any]]) -> None:
+    """What each speed-up bought: median time of each cumulative stage, over the stage before."""
+    print("ablation: each stage adds one speed-up to the one above (median s; ratio to the stage above; "
+          "to the reference)")
+    previous: dict[tuple, float] = {}
+    for r in results:
+        key = (r["arch"], r["workload"], r["batch"], r["size"])
+        added = "(all off)" if r["path"] == "reference" else f"+{[n for n in SPEEDUPS if n not in r['off']][-1]}"
+        line = f"{key[0]:12} {key[1]:8} b{key[2]:<2} {key[3]:>4}px {added:24} {r['median']:7.3f}"
+        if key in previous:
+            line += f"  {previous[key][-1] / r['median']:5.2f}x  {previous[key][0] / r['median']:5.2f}x"
+        previous.setdefault(key, []).append(r["median"])
+        print(line)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    width = int(spec.split(".")[0])
+    return format(value, spec) if value is not None else "n/a".rjust(width)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arch", help="comma-separated architectures (default: ofa_cn_base; "
+                                       "ofa_cn_base,ofa_cn_large on GPU)")
+    parser.add_argument("--sizes", help="comma-separated image sizes in px (default: 256; 256,480 on GPU)")
+    parser.add_argument("--workloads", default="train,forward,generate", help="any of train,forward,generate")
+    parser.add_argument("--batch", type=int, default=4, help="rows of the train and forward batches")
+    parser.add_argument("--gen-batches", default="1,4", help="batch sizes of the generate workload")
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions (>= 5 for the report)")
+    parser.add_argument("--warmup", type=int, help="untimed calls first, the first of which is compared "
+                                                   "(default 2: the first steps also grow the heap; "
+                                                   "3 with --compile)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = torch.autocast(bfloat16)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the stem and layers (default path)")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--quick", action="store_true", help=f"the {QUICK_ARCH} sizes (D 128, 2+2 layers, resnet50)")
+    parser.add_argument("--paths", default="default,reference", help="which of default,reference to run")
+    parser.add_argument("--ablation", action="store_true",
+                        help="instead of the two paths: from the reference, add the speed-ups one at a time")
+    parser.add_argument("--peak-tflops", type=float, help="peak dense bf16 TFLOP/s for MFU (default: by GPU name)")
+    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction,
+                        help="one subprocess per workload and path (default on CPU, where peak RSS "
+                             "is per process; on GPU the peak is reset between runs instead)")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one Spec as JSON
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        result = run_spec(Spec(**json.loads(args.worker)))
+        sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+        return
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    gpu = torch.device(args.device).type == "cuda"
+    if args.quick:
+        archs = [QUICK_ARCH]
+    else:
+        archs = (args.arch or ("ofa_cn_base,ofa_cn_large" if gpu else "ofa_cn_base")).split(",")
+    sizes = [int(s) for s in (args.sizes or ("256,480" if gpu else "256")).split(",")]
+    workloads = args.workloads.split(",")
+    paths = [p for p in args.paths.split(",") if p]
+    if not set(paths) <= set(PATHS):
+        parser.error(f"--paths takes default and/or reference, got {args.paths!r}")
+    warmup = max(1, args.warmup or (3 if args.compile else 2))
+    specs = []
+    for arch in archs:
+        for size in sizes:
+            for workload in workloads:
+                batches = [int(b) for b in args.gen_batches.split(",")] if workload == "generate" else [args.batch]
+                for batch in batches:
+                    for path, off in (ablation_stages(workload) if args.ablation else [(p, None) for p in paths]):
+                        specs.append(Spec(arch, workload, batch, size, path, args.reps, warmup,
+                                          args.device, args.dtype, args.compile, args.threads, off=off))
+    isolate = not gpu if args.isolate is None else args.isolate
+    results = []
+    for spec in specs:
+        start = time.perf_counter()
+        results.append(run_in_subprocess(spec) if isolate else run_spec(spec))
+        r = results[-1]
+        logger.info("%s %s b%d %dpx %s: median %.3f s (%.0f s with start-up)", spec.arch, spec.workload,
+                    spec.batch, spec.size, spec.path, r["median"], time.perf_counter() - start)
+    peak = peak_tflops(args.device, args.peak_tflops)
+    pairs = report(results, peak)
+    if args.ablation:
+        report_ablation(results)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": results, "pairs": pairs, "peak_tflops": peak,
+                                               "argv": sys.argv[1:]}, indent=1))
+        logger.info("wrote %s", args.json)
+
+
+if __name__ == "__main__":
+    main()

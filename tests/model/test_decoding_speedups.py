@@ -1,0 +1,111 @@
+"""The decoder's speed-ups (CrossMemory, incremental self bias) compute what the plain path computes."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from helpers import randomize_, tiny_config
+from ofa_cn.generate import build_generator, generate
+from ofa_cn.model.attention import attention_backend
+from ofa_cn.model.decoder import CrossMemory
+from ofa_cn.model.ofa import OFAModel
+from ofa_cn.tokenizer import build_dictionary
+
+
+@contextlib.contextmanager
+def plain(model):
+    """No speed-ups: eager attention, cross K/V recomputed each step, full self bias each step."""
+    model.decoder.reuse_cross_kv = model.decoder.incremental_self_bias = False
+    try:
+        with attention_backend("eager"):
+            yield
+    finally:
+        model.decoder.reuse_cross_kv = model.decoder.incremental_self_bias = True
+
+
+def tiny_model():
+    return randomize_(OFAModel.from_config(tiny_config()), seed=2).eval()
+
+
+def inputs(batch=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, 30000, (batch, 6), generator=g)
+    src[:, 0], src[:, -1] = 0, 2
+    src[1, -2:] = torch.tensor([2, 1])  # one padded row: the cross bias masks it
+    return src, torch.randn(batch, 3, 48, 48, generator=g)
+
+
+def memory(rows):
+    kv = [(torch.arange(3.0).view(3, 1, 1, 1).expand(3, 2, 4, 5) + 10 * i, torch.randn(3, 2, 4, 5))
+          for i in range(2)]
+    return CrossMemory(kv=kv, pos_k=torch.randn(1, 2, 4, 5), pad=torch.tensor([[False] * 4, [False, False, True, True],
+                                                                               [False] * 4]),
+                       rows=None if rows is None else torch.tensor(rows))
+
+
+def test_group_size_follows_beam_layouts():
+    m = memory([0, 0, 1, 1, 2, 2])  # three sentences, two beams each
+    original = [kv[1].clone() for kv in m.kv]
+    assert m.group_size() == 2 and m.kv[0][0].size(0) == 3
+    m.reorder(torch.tensor([1, 1, 2, 3, 5, 4]))  # beams move within their sentence
+    assert m.group_size() == 2 and m.kv[0][0].size(0) == 3
+    m.reorder(torch.tensor([0, 1, 4, 5]))  # sentence 1 finished
+    assert m.group_size() == 2
+    assert m.kv[0][0][:, 0, 0, 0].tolist() == [0.0, 2.0] and m.pad[1].tolist() == [False] * 4
+    torch.testing.assert_close(m.kv[1][1], original[1][[0, 2]], rtol=0, atol=0)
+    assert m.group_size(allow_groups=False) == 1 and m.kv[0][0][:, 0, 0, 0].tolist() == [0.0, 0.0, 2.0, 2.0]
+
+
+def test_group_size_falls_back_to_one_copy_per_row():
+    m = memory([2, 0, 0, 1])  # not grouped: each row gets its own copy
+    assert m.group_size() == 1 and m.rows is None
+    assert m.kv[0][0][:, 0, 0, 0].tolist() == [2.0, 0.0, 0.0, 1.0]
+    assert m.pad.tolist()[3] == [False, False, True, True]
+    assert memory(None).group_size() == 1
+
+
+@torch.no_grad()
+def test_step_by_step_with_repeated_rows_matches_the_plain_path():
+    """Rows repeated and shuffled within sentences as beam search does, one sentence dropped."""
+    model = tiny_model()
+    src, images = inputs()
+    beam = 2
+    enc = model.encoder(src, patch_images=images)
+    prev = torch.randint(4, 30000, (3 * beam, 7), generator=torch.Generator().manual_seed(1))
+    prev[:, 0] = 0
+    orders = [torch.tensor([1, 0, 2, 3, 5, 4]), torch.tensor([0, 0, 3, 2, 4, 5]), torch.tensor([0, 1, 4, 5])]
+
+    def run():
+        out, state = [], {}
+        rows = prev
+        e = enc.index_select(torch.arange(3).repeat_interleave(beam))
+        for t in range(prev.size(1)):
+            if 2 <= t <= 4:  # reorder as fairseq does: cache, encoder output and the prefix
+                order = orders[t - 2]
+                model.decoder.reorder_cache(state["ofa_decoder_cache"], order)
+                e, rows = e.index_select(order), rows.index_select(0, order)
+            out.append(model.decoder(rows[:, : t + 1], e, incremental_state=state)[0])
+        return out
+
+    fast = run()
+    with plain(model):
+        reference = run()
+    for a, b in zip(fast, reference):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_beam_search_matches_the_plain_path():
+    model = tiny_model()
+    src, images = inputs()
+    sample = {"net_input": {"src_tokens": src, "src_lengths": None, "patch_images": images}}
+    generator = build_generator([model], build_dictionary(), beam=4, max_len_b=8, min_len=2, no_repeat_ngram_size=3)
+    fast = generate(generator, sample)
+    with plain(model):
+        reference = generate(generator, sample)
+    for row_fast, row_ref in zip(fast, reference):
+        for a, b in zip(row_fast, row_ref):
+            assert a["tokens"].tolist() == b["tokens"].tolist()
+            torch.testing.assert_close(a["positional_scores"], b["positional_scores"], atol=1e-5, rtol=0)

@@ -1,0 +1,63 @@
+"""scripts/benchmark.py's workloads run once at tiny sizes; default and reference paths agree."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
+# every dimension different; a ResNet18 stem on 32-px images keeps each workload well under a second
+TINY = dict(resnet_type="resnet18", encoder_embed_dim=24, decoder_embed_dim=24, encoder_ffn_embed_dim=40,
+            decoder_ffn_embed_dim=40, encoder_attention_heads=3, decoder_attention_heads=3,
+            encoder_layers=2, decoder_layers=3)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny ops: two threads only add barrier waits, which grow huge when the CPU is shared
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("ofa_cn_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("workload, batch", [("train", 2), ("forward", 2), ("generate", 1), ("generate", 3)])
+def test_workload_paths_agree(benchmark, workload, batch):
+    results = {}
+    for path in benchmark.PATHS:
+        spec = benchmark.Spec(arch=benchmark.QUICK_ARCH, workload=workload, batch=batch, size=32, path=path,
+                              reps=1, warmup=1, device="cpu", dtype="fp32", overrides=TINY)
+        results[path] = r = benchmark.run_spec(spec)
+        for key in ("median", "min", "max", "throughput", "seconds_per_image", "peak_memory_gib"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
+    default, reference = results["default"]["check"], results["reference"]["check"]
+    if workload == "generate":
+        assert len(default) == batch and all(len(tokens) == 17 for tokens in default)  # 16 + eos
+        assert default == reference
+    elif workload == "train":
+        assert math.isfinite(default) and abs(default - reference) < 1e-5
+    else:
+        assert max(abs(a - b) for a, b in zip(default, reference)) < 1e-5
+
+
+def test_flops_are_counted(benchmark):
+    cfg = benchmark.model_config("ofa_cn_base")
+    forward = benchmark.workload_flops(cfg, "forward", 4, 256)
+    assert benchmark.workload_flops(cfg, "train", 4, 256) == 3 * forward
+    # ResNet101 up to layer3 is ~7 GMACs on a 224-px image; 256 px has (256/224)^2 as many pixels
+    assert 13e9 < benchmark.resnet_flops(cfg.resnet_layers, 224) < 15e9
+    assert forward > 4 * benchmark.resnet_flops(cfg.resnet_layers, 256)
