@@ -88,7 +88,8 @@ def train(out: Path, data: Path, minutes: float, retrain: bool, smoke: bool) -> 
     if smoke:
         cmd += ["++" + o for o in SMOKE_OVERRIDES]  # ++: set whether or not the YAML has the key
     logger.info("training (%.1f min budget): %s", minutes, " ".join(cmd))
-    with open(run / "train.log", "a", encoding="utf-8") as log:
+    resuming = (run / "checkpoint_last.pt").exists()  # an interrupted run: fairseq resumes it
+    with open(run / "train.log", "a" if resuming else "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=run)
         for line in proc.stdout:  # progress on the terminal, everything in train.log
             log.write(line)
