@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,3 +103,22 @@ def test_parse_task_args():
         "max_image_size": 256, "bins_only": False, "selected_cols": "0,3,1,2"}
     with pytest.raises(ValueError, match="expected KEY=VALUE"):
         parse_task_args(["oops"])
+
+
+@pytest.mark.slow
+def test_evaluate_under_torchrun_two_cpu_processes(golden_checkpoint, golden_dir, tmp_path, golden_caption):
+    """scripts/evaluate.py splits rows by rank (gloo on CPU) and gathers them on rank 0."""
+    image = base64.b64encode((golden_dir / "image_real.png").read_bytes()).decode()
+    rows = "".join(f"{i}\t{image}\t一个人\n" for i in range(3))
+    (tmp_path / "three.tsv").write_text(rows, encoding="utf-8")
+    bin_dir = Path(sys.executable).parent
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [str(bin_dir / "torchrun"), "--nproc_per_node", "2", "--master_port", str(29100 + os.getpid() % 500),
+           str(repo / "scripts/evaluate.py"), "--checkpoint", str(golden_checkpoint), "--data", str(tmp_path / "three.tsv"),
+           "--out-dir", str(tmp_path / "out"), "--device", "cpu", "--beam", "5", "--max-len-b", "16",
+           "--no-repeat-ngram-size", "3", "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    got = [json.loads(line) for line in open(tmp_path / "out" / "predictions.jsonl", encoding="utf-8")]
+    assert sorted(r["image_id"] for r in got) == ["0", "1", "2"]
+    assert all(r["caption"] == golden_caption for r in got)
