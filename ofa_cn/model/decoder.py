@@ -240,7 +240,7 @@ class Decoder(nn.Module):
         x = self.layer_norm(x)
         if not features_only:
             x = self.output_projection(x)
-        return x, {"attn": [None], "inner_states": inner_states if return_all_hiddens else inner_states}
+        return x, {"attn": [None], "inner_states": inner_states}  # embeddings + every layer, before the final norm
 
     @staticmethod
     def reorder_cache(cache: dict[str, Any], new_order: torch.Tensor) -> None:
