@@ -9,6 +9,11 @@ Step-by-step decoding keeps a cache: per layer the self-attention keys/values of
 position keys of the prefix; and a `CrossMemory` with what every step reads from the encoder
 output (cross-attention keys/values, position keys, padding), computed at the first step once per
 distinct encoder row, since beam search repeats each sentence's row beam times.
+
+Rows whose target is VQGAN image codes (`code_masks`, the original's image-infilling pretraining
+objective) use the image variants instead: positions `embed_image_positions(image_position_idx)`
+normalised by `image_pos_ln`, the `image_rel_l` tables over image buckets, and
+`code_layernorm_embedding`. Only teacher-forced (full) passes support them.
 """
 
 from __future__ import annotations
@@ -104,16 +109,16 @@ class Decoder(nn.Module):
         self.embed_tokens = embed_tokens
         self.layernorm_embedding = nn.LayerNorm(D)
         self.embed_positions = nn.Embedding(cfg.max_target_positions + POSITION_TABLE_EXTRA, D)
-        # image-code generation only (text-to-image); kept for the checkpoint format
+        # image-code target rows only (code_masks; pretraining)
         self.embed_image_positions = nn.Embedding(cfg.image_bucket_size ** 2 + 1, D)
         self.pos_ln = nn.LayerNorm(D)  # target positions
-        self.image_pos_ln = nn.LayerNorm(D)  # image-code positions (unused for text)
+        self.image_pos_ln = nn.LayerNorm(D)  # image-code positions (code_masks rows)
         self.pos_scaling = (D / H * cfg.attn_scale_factor) ** -0.5
         self.self_pos_q_linear = nn.Linear(D, D)
         self.self_pos_k_linear = nn.Linear(D, D)
         self.cross_pos_q_linear = nn.Linear(D, D)
         self.cross_pos_k_linear = nn.Linear(D, D)
-        self.code_layernorm_embedding = nn.LayerNorm(D)  # image-code tokens (unused for text)
+        self.code_layernorm_embedding = nn.LayerNorm(D)  # embeddings of image-code rows (code_masks)
         rates = linear_rates(cfg.decoder_drop_path_rate, cfg.decoder_layers)
         self.layers = nn.ModuleList(DecoderLayer(cfg, r) for r in rates)
         self.layer_norm = nn.LayerNorm(D)  # after the last layer
@@ -169,9 +174,32 @@ class Decoder(nn.Module):
             bias = bias.masked_fill(pad[:, None, None, :], float("-inf"))
         return bias
 
+    def _code_rows(self, code_masks: torch.Tensor | None, B: int, T: int,
+                   incremental: bool) -> torch.Tensor | None:
+        """code_masks [B] bool -> the same mask, or None when no row is image codes (the text path)."""
+        if code_masks is None:
+            return None
+        if code_masks.shape != (B,) or code_masks.dtype != torch.bool:
+            raise ValueError(f"code_masks must be a [B] = [{B}] bool tensor (True = the row's target is "
+                             f"image codes), got {code_masks.dtype} of shape {tuple(code_masks.shape)}")
+        if not code_masks.any():
+            return None
+        if incremental:
+            raise NotImplementedError(
+                "step-by-step decoding of image-code rows (code_masks) is not supported: OFA-CN does not "
+                "generate images; use code_masks only in teacher-forced passes (incremental_state=None)")
+        ids = self.image_position_idx
+        usable = int((ids < self.embed_image_positions.num_embeddings).long().cumprod(0).sum())
+        if T > usable:
+            raise ValueError(
+                f"image-code rows (code_masks) need a target of at most {usable} positions (bos + the "
+                f"(code_image_size / 8)^2 codes, then whatever `image_position_idx` ids fit "
+                f"image_bucket_size {self.cfg.image_bucket_size}), got {T}; shorten the batch's targets")
+        return code_masks
+
     def forward(self, prev_output_tokens: torch.Tensor, encoder_out: EncoderOutput,
                 incremental_state: dict[str, Any] | None = None, features_only: bool = False,
-                return_all_hiddens: bool = False, **unused):
+                return_all_hiddens: bool = False, code_masks: torch.Tensor | None = None, **unused):
         """Decode.
 
         Args:
@@ -181,11 +209,16 @@ class Decoder(nn.Module):
             incremental_state: a dict that holds this decoder's cache between steps, or None for
                 a full (teacher-forced) pass.
             features_only: return hidden states [B, T, D] instead of logits.
+            code_masks: [B] bool, True = the row's target is image codes (image infilling); those
+                rows use the image positions, biases and embedding norm. None = all text.
         Returns:
             logits [B, T', V] (T' = 1 when incremental) and {"attn": [None], "inner_states": [...]}.
+        Raises:
+            NotImplementedError: a True in code_masks while decoding step by step.
         """
         B, T = prev_output_tokens.shape
         device = prev_output_tokens.device
+        codes = self._code_rows(code_masks, B, T, incremental_state is not None)  # [B] bool or None
         cache = None
         if incremental_state is not None:
             cache = incremental_state.setdefault(CACHE_KEY, {})
@@ -208,6 +241,15 @@ class Decoder(nn.Module):
             pos_k = split_heads(self.cross_pos_k_linear(encoder_out.position_embeddings), self.num_heads)
             pad = encoder_out.padding_mask if encoder_out.padding_mask.any() else None
             cross_bias = self._cross_position_bias(q_pos, pos_k, pad)  # [B|1, H, T', S]
+        if codes is not None:  # full pass only (checked above): start = 0, T' = T
+            code_rows = codes[:, None, None, None]  # [B, 1, 1, 1]
+            image_idx = self.image_position_idx[:T]  # [T]
+            code_pos = self.embed_image_positions(image_idx)[None]  # [1, T, D] raw image positions
+            code_q_pos = self.image_pos_ln(code_pos)
+            code_self_bias = self._self_position_bias(code_q_pos, T, None)  # [1, H, T, T]
+            code_cross_bias = self._cross_position_bias(code_q_pos, pos_k, pad)  # [B|1, H, T, S]
+            cross_bias = torch.where(code_rows, code_cross_bias, cross_bias)  # [B, H, T, S]
+            image_bucket = self.image_rp_bucket[image_idx][:, image_idx]  # [T, T]
         self_mask = None
         if T - start > 1:  # a single new position sees every earlier one
             self_mask = torch.ones(T - start, T, dtype=torch.bool, device=device).triu(start + 1)[None, None]
@@ -220,8 +262,11 @@ class Decoder(nn.Module):
         x = self.embed_tokens(new_tokens)  # [B, T', D]
         if not self.cfg.disable_entangle:
             # the original decoder adds raw positions unless --disable-entangle (every release sets it)
-            x = x + new_pos
-        x = self.layernorm_embedding(x)
+            x = x + (new_pos if codes is None else torch.where(codes[:, None, None], code_pos, new_pos))
+        if codes is None:
+            x = self.layernorm_embedding(x)
+        else:
+            x = torch.where(codes[:, None, None], self.code_layernorm_embedding(x), self.layernorm_embedding(x))
         x = F.dropout(x, self.cfg.dropout, self.training)
 
         self_kv = cache.get("self_kv") if cache is not None else None
@@ -230,6 +275,9 @@ class Decoder(nn.Module):
         for i, layer in enumerate(self.layers):
             rel = self.token_rel_pos_table_list[i](bucket).permute(2, 0, 1)[None]  # [1, H, T', T]
             bias = self_bias + rel
+            if codes is not None:
+                code_rel = self.image_rel_pos_table_list[i](image_bucket).permute(2, 0, 1)[None]  # [1, H, T, T]
+                bias = torch.where(code_rows, code_self_bias + code_rel, bias)  # [B, H, T, T]
             if self_mask is not None:
                 bias = bias.masked_fill(self_mask, float("-inf"))
             x, kv = layer(x, self_kv[i] if self_kv else None, bias, cross_kv[i], cross_bias, cross_group)

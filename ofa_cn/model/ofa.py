@@ -166,12 +166,16 @@ class OFAModel(FairseqEncoderDecoderModel):
 
     def forward(self, src_tokens, src_lengths, prev_output_tokens, patch_images=None, patch_masks=None,
                 return_all_hiddens: bool = False, features_only: bool = False, sample_patch_num=None,
-                **unused):
-        """Teacher-forced pass. -> (logits [B, T, V], extra)"""
+                code_masks=None, **unused):
+        """Teacher-forced pass. -> (logits [B, T, V], extra)
+
+        code_masks: [B] bool or None; True = the row's target is image codes (pretraining's image
+        infilling), decoded with the image positions (see `Decoder.forward`).
+        """
         encoder_out = self.encoder(src_tokens, src_lengths, patch_images=patch_images, patch_masks=patch_masks,
                                    return_all_hiddens=return_all_hiddens, sample_patch_num=sample_patch_num)
         logits, extra = self.decoder(prev_output_tokens, encoder_out=encoder_out, features_only=features_only,
-                                     return_all_hiddens=return_all_hiddens)
+                                     return_all_hiddens=return_all_hiddens, code_masks=code_masks)
         extra["encoder_out"] = encoder_out
         return logits, extra
 
