@@ -8,6 +8,15 @@ Per target token y, with smoothing eps over the A allowed ids (all V, or the spe
 so the target gets weight 1 - eps and every other allowed id eps / (A - 1). With
 `drop_worst_ratio` r, after `drop_worst_after` updates only the (1 - r) smallest token losses
 of a batch count.
+
+Pretraining (`unify_task`) adds two things, as the original: a batch may carry `conf` [B], a
+weight that multiplies each sample's log-probabilities (so its loss); and a training batch may
+come as a list of two batches, the image-text pairs and the extra tasks (text and image
+infilling, detection), whose losses are averaged per token separately and added:
+
+    loss = loss_1 / tokens_1 + loss_2 / tokens_2      (sample size 1)
+
+with `sample_patch_num` random image patches kept in the first batch's images.
 """
 
 
@@ -71,7 +80,8 @@ class AdjustLabelSmoothedCrossEntropyConfig(FairseqDataclass):
     drop_worst_after: int = field(default=0, metadata={"help": "... only after this many updates"})
     use_rdrop: bool = field(default=False, metadata={"help": "R-Drop (not supported; must stay off)"})
     reg_alpha: float = field(default=1.0, metadata={"help": "R-Drop weight (unused)"})
-    sample_patch_num: int = field(default=196, metadata={"help": "pretraining two-batch path only (unused here)"})
+    sample_patch_num: int = field(default=196, metadata={
+        "help": "pretraining: image patches kept per image in the first of two batches (0 = all)"})
     constraint_range: Optional[str] = field(default=None, metadata={"help": "'start,end': smooth and predict only these ids (plus the 4 specials)"})
 
 
@@ -91,11 +101,15 @@ class AdjustLabelSmoothedCrossEntropyCriterion(FairseqCriterion):
         self.drop_worst_ratio = drop_worst_ratio
         self.drop_worst_after = drop_worst_after
         self.allowed = parse_constraint_range(constraint_range)
+        self.sample_patch_num = sample_patch_num
 
-    def token_losses(self, logits: torch.Tensor, target: torch.Tensor):
-        """logits [B, T, V], target [B, T] -> per scored token: loss [N], nll [N], lprobs [N, V], target [N]"""
+    def token_losses(self, logits: torch.Tensor, target: torch.Tensor, conf: torch.Tensor | None = None):
+        """logits [B, T, V], target [B, T], conf [B] or None -> per scored token: loss [N], nll [N],
+        lprobs [N, V], target [N]"""
         logits = mask_outside_range(logits, self.allowed)
         lprobs = F.log_softmax(logits.float(), dim=-1)
+        if conf is not None:
+            lprobs = lprobs * conf[:, None, None].to(lprobs)
         if self.ignore_prefix_size > 0:
             lprobs, target = lprobs[:, self.ignore_prefix_size:], target[:, self.ignore_prefix_size:]
         if self.ignore_eos:
@@ -107,11 +121,13 @@ class AdjustLabelSmoothedCrossEntropyCriterion(FairseqCriterion):
         return loss, nll, lprobs, target
 
     def forward(self, model, sample, update_num: int = 0, reduce: bool = True):
+        if isinstance(sample, (list, tuple)):
+            return self.forward_two_batches(model, sample, update_num)
         if not sample:  # an all-skipped batch
             zero = torch.zeros((), requires_grad=True)
             return zero, 0, {"loss": 0.0, "nll_loss": 0.0, "ntokens": 0, "nsentences": 0, "sample_size": 0}
         logits, _ = model(**sample["net_input"])
-        loss, nll, lprobs, target = self.token_losses(logits, sample["target"])
+        loss, nll, lprobs, target = self.token_losses(logits, sample["target"], sample.get("conf"))
         if self.drop_worst_ratio > 0 and update_num > self.drop_worst_after and model.training:
             loss, nll = drop_worst(loss, nll, self.drop_worst_ratio)
         ntokens = loss.numel()
@@ -126,6 +142,27 @@ class AdjustLabelSmoothedCrossEntropyCriterion(FairseqCriterion):
             logging_output["total"] = target.numel()
         return loss.sum(), sample_size, logging_output
 
+    def forward_two_batches(self, model, samples, update_num: int):
+        """Pretraining: [pairs, extras] -> loss_1 / size_1 + loss_2 / size_2 with sample size 1."""
+        pairs, extras = samples
+        if self.sample_patch_num > 0 and pairs:
+            pairs = {**pairs, "net_input": {**pairs["net_input"], "sample_patch_num": self.sample_patch_num}}
+        total, log = 0.0, {"ntokens": 0, "nsentences": 0, "nll_loss": 0.0, "n_correct": 0, "total": 0}
+        for name, batch in (("v1", pairs), ("v2", extras)):
+            loss, size, out = self.forward(model, batch, update_num)
+            if size > 0:
+                total = total + loss / size
+            log[f"loss_{name}"] = out["loss"] / max(size, 1)
+            for key in ("ntokens", "nsentences", "nll_loss", "n_correct", "total"):
+                log[key] = log[key] + out.get(key, 0)
+        if not isinstance(total, torch.Tensor):  # both batches empty
+            total = torch.zeros((), requires_grad=True)
+        log["loss"] = total.data
+        log["sample_size"] = 1
+        if not self.report_accuracy:
+            del log["n_correct"], log["total"]
+        return total, 1, log
+
     @classmethod
     def reduce_metrics(cls, logging_outputs) -> None:
         def total(key):
@@ -138,6 +175,9 @@ class AdjustLabelSmoothedCrossEntropyCriterion(FairseqCriterion):
         metrics.log_derived("ppl", lambda m: 2 ** m["nll_loss"].avg if "nll_loss" in m else float("nan"))
         metrics.log_scalar("ntokens", ntokens)
         metrics.log_scalar("nsentences", total("nsentences"))
+        for part in ("loss_v1", "loss_v2"):  # pretraining: the two batches' per-token losses
+            if any(part in log for log in logging_outputs):
+                metrics.log_scalar(part, total(part) / len(logging_outputs) / math.log(2), round=3)
         if total("total") > 0:
             metrics.log_scalar("_n_correct", total("n_correct"))
             metrics.log_scalar("_total", total("total"))

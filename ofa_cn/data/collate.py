@@ -9,7 +9,9 @@ Batch layout (B = samples kept, Ls/Lt = longest source/target)::
     net_input.patch_images         [B, 3, S, S] float
     net_input.patch_masks          [B] bool        True = the sample has an image
     net_input.prev_output_tokens   [B, Lt] long    right-padded (absent without targets)
+    net_input.code_masks           [B] bool        True = the target is image codes (pretraining only)
     target                         [B, Lt] long    right-padded (None without targets)
+    conf                           [B] float       per-sample loss weight (pretraining only)
     <extras>                       see ``collate``
 
 The original had three copies of this function (caption, OCR, refcoco with three more keys).
@@ -49,8 +51,9 @@ def collate(
 
     Args:
         samples: dicts with ``id``, ``source`` [Ls_i], ``patch_image`` [3, S, S], ``patch_mask``
-            (bool), and optionally ``target`` [Lt_i] with ``prev_output_tokens`` [Lt_i]. None
-            entries (rows a dataset skipped) are dropped.
+            (bool), and optionally ``target`` [Lt_i] with ``prev_output_tokens`` [Lt_i],
+            ``code_mask`` (bool, default False) and ``conf`` (float, default 1.0). None entries
+            (rows a dataset skipped) are dropped.
         pad_idx, eos_idx: the dictionary's pad and eos ids.
         extras: per-sample keys copied to the batch top level under ``batch_key(key)``: tensors are
             stacked (0-dim -> [B], [4] -> [B, 4]), other values listed.
@@ -69,6 +72,8 @@ def collate(
         "patch_images": torch.stack([s["patch_image"] for s in samples]),  # [B, 3, S, S]
         "patch_masks": torch.tensor([bool(s["patch_mask"]) for s in samples]),  # [B]
     }
+    if any("code_mask" in s for s in samples):
+        net_input["code_masks"] = torch.tensor([bool(s.get("code_mask", False)) for s in samples])  # [B]
     target = None
     ntokens = 0
     if "target" in samples[0]:
@@ -82,6 +87,8 @@ def collate(
         "net_input": net_input,
         "target": target,
     }
+    if any("conf" in s for s in samples):
+        batch["conf"] = torch.tensor([float(s.get("conf", 1.0)) for s in samples])  # [B]
     for key in extras:
         batch[batch_key(key)] = _stack_extra([s[key] for s in samples])
     return batch
