@@ -8,6 +8,7 @@ generates from the saved checkpoint. Plus: resume after a kill equals an uninter
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -48,9 +49,15 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None) -> str:
     return log
 
 
+def fairseq_train() -> list[str]:
+    """The fairseq-train console script, or the module it runs where no script is installed."""
+    script = BIN / "fairseq-train"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "fairseq_cli.train"]
+
+
 def train_cmd(task: str, data: Path, save_dir: Path, *extra: str, max_update: int = 2) -> list[str]:
     prefix, valid_flags, metric = TASKS[task]
-    return [str(BIN / "fairseq-train"), f"{data}/{prefix}_train.tsv,{data}/{prefix}_valid.tsv",
+    return [*fairseq_train(), f"{data}/{prefix}_train.tsv,{data}/{prefix}_valid.tsv",
             "--user-dir", str(REPO / "ofa_cn"), "--task", task, *TINY_MODEL, "--patch-image-size", "64",
             "--criterion", "adjust_label_smoothed_cross_entropy", "--label-smoothing", "0.1",
             "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "4", "--max-update", str(max_update),
@@ -106,6 +113,39 @@ def test_fairseq_hydra_train(task, data, tmp_path):
     metrics = evaluate(tmp_path / "ckpt" / "checkpoint_last.pt", data / f"{prefix}_test.tsv", tmp_path / "eval",
                        task_name=task_name, batch_size=4, generation={"beam": 2, "max_len_b": 6}, progress=False)
     assert metrics["count"] == 4
+
+
+def test_fairseq_train_pretraining(tmp_path):
+    """unify_task with every original objective: image-text rows plus text, image and detection
+    files; the second batch's image-code rows train the decoder's image-code parameters."""
+    log = run(pretrain_cmd(tmp_path), cwd=tmp_path)
+    epochs = [json.loads(line[line.index("{"):]) for line in log.splitlines() if '"train_loss"' in line]
+    assert len(epochs) == 2, log[-3000:]
+    assert all(float(e["train_loss_v1"]) > 0 and float(e["train_loss_v2"]) > 0 for e in epochs)
+    # loss = per-token loss of the pairs + that of the extras (both logged in bits)
+    assert abs(float(epochs[0]["train_loss"]) - float(epochs[0]["train_loss_v1"]) - float(epochs[0]["train_loss_v2"])) < 0.01
+    valid = valid_line(log)
+    assert float(valid["valid_loss"]) > 0 and "valid_loss_v1" not in valid  # validation: one batch
+    state, steps = final_state(tmp_path / "ckpt" / "checkpoint_last.pt")
+    assert steps == 2
+    # image infilling is the only objective that reaches these: they moved from their initial values
+    assert not torch.equal(state["decoder.code_layernorm_embedding.weight"], torch.ones(24))
+    assert state["decoder.image_rel_pos_table_list.0.weight"].abs().sum() > 0
+
+
+def pretrain_cmd(tmp_path: Path) -> list[str]:
+    from pretrain_data import write_pretrain_files
+
+    files = write_pretrain_files(tmp_path / "data", scenes=4, seed=2)
+    cmd = train_cmd("caption", tmp_path, tmp_path / "ckpt", max_update=2)
+    cmd[len(fairseq_train())] = f"{files['pairs']},{files['pairs']}"
+    cmd[cmd.index("--task") + 1] = "unify_task"
+    cmd[cmd.index("--batch-size") + 1] = "12"  # one batch per epoch: rows 0 and 8 bring the second batch
+    cut = cmd.index("--eval-cider")
+    cmd = cmd[:cut] + ["--text-data", str(files["text"]), "--image-data", str(files["image"]),
+                       "--detection-data", str(files["detection"]), "--neg-sample-dir", str(files["negatives"]),
+                       "--sample-patch-num", "9", "--report-accuracy"]
+    return cmd
 
 
 def final_state(path: Path):
@@ -164,3 +204,41 @@ def test_finetune_from_golden_starts_from_its_weights(data, golden_checkpoint, t
         if "running_" in key or "num_batches_tracked" in key:
             continue  # BatchNorm statistics move in train mode
         torch.testing.assert_close(tuned[key], value, atol=1e-5, rtol=0, msg=key)
+
+
+def first_update_loss(log: str) -> float:
+    lines = [json.loads(line[line.index("{"):]) for line in log.splitlines() if "| train_inner |" in line]
+    assert lines, log[-3000:]
+    return float(lines[0]["loss"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_fairseq_train_mixed_precision_on_cuda(precision, tmp_path):
+    """fairseq's own --fp16 / --bf16 trainer paths on a GPU: finite losses, the first update's loss
+    within 2 % of the fp32 run's (same seed, same batch), the run finishes its updates."""
+    from pretrain_data import write_caption_files
+
+    data = write_caption_files(tmp_path / "data", {"train": 8, "valid": 4}, seed=4)
+    losses = {}
+    for name, flags in (("fp32", []), (precision, [f"--{precision}"])):
+        cmd = [a for a in train_cmd("caption", data, tmp_path / name, "--disable-validation", *flags) if a != "--cpu"]
+        losses[name] = first_update_loss(run(cmd, cwd=tmp_path))
+        _, steps = final_state(tmp_path / name / "checkpoint_last.pt")
+        assert steps == 2
+    print(f"first-update loss: fp32 {losses['fp32']:.4f}, {precision} {losses[precision]:.4f}")
+    assert all(map(math.isfinite, losses.values()))
+    assert abs(losses[precision] - losses["fp32"]) < 0.02 * losses["fp32"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pretraining_fp16_on_cuda(tmp_path):
+    """The pretraining configs train in fp16: both batches, image-code rows included, on a GPU."""
+    cmd = [a for a in pretrain_cmd(tmp_path) if a != "--cpu"] + ["--fp16"]
+    log = run(cmd, cwd=tmp_path)
+    epochs = [json.loads(line[line.index("{"):]) for line in log.splitlines() if '"train_loss"' in line]
+    assert epochs and all(math.isfinite(float(e["train_loss_v2"])) for e in epochs), log[-3000:]
+    _, steps = final_state(tmp_path / "ckpt" / "checkpoint_last.pt")
+    assert steps == 2

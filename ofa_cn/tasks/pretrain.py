@@ -1,9 +1,16 @@
-"""The `unify_task`: multitask training on a mixture of caption, grounding and OCR TSVs.
+"""The `unify_task`: OFA pretraining, and multitask training on the finetuning formats.
 
-The released CN pretraining data and prompts were never published; this task trains on the
-three finetuning formats at once (each row keeps its own task's prompt and target), which is how
-`configs/demo` trains one model for all three tasks. A released `unify_task` checkpoint loads
-through it unchanged.
+Two kinds of sources, any combination:
+
+- the original pretraining files (`ofa_cn.data.pretrain`): `data` = image-text rows 'train,valid'
+  (caption / qa / visual_grounding, each with its matching or grounded-caption companion), and
+  the extra files `text_data` (text infilling), `image_data` (image infilling from VQGAN codes)
+  and `detection_data`, read every 8th image-text row into a second batch;
+- the finetuning TSVs `caption_data`, `grounding_data`, `ocr_data` (each row keeps its own task's
+  prompt and target), which is how `configs/demo` trains one model for all three tasks.
+
+Field names are the original's, so a released `unify_task` checkpoint sets the task up unchanged.
+The released CN pretraining data and prompts were never published (see `PROMPTS`).
 """
 
 
@@ -16,11 +23,11 @@ from fairseq.data import FairseqDataset
 from fairseq.tasks import register_task
 
 from ..data.caption import CaptionDataset
-from ..data.collate import collate
 from ..data.grounding import GroundingDataset
+from ..data.negatives import Negatives
 from ..data.ocr import OCRDataset
+from ..data.pretrain import PretrainDataset, collate_two_batches
 from ..data.tsv import TSVFile
-from ..tokenizer import EOS, PAD
 from .base import OFATask, OFATaskConfig
 
 logger = logging.getLogger(__name__)
@@ -33,10 +40,32 @@ class UnifyConfig(OFATaskConfig):
         "help": "grounding TSVs 'train,valid' (id, image, expression, box)"})
     ocr_data: Optional[str] = field(default=None, metadata={"help": "OCR TSVs 'train,valid' (id, image, text)"})
     max_image_size: int = field(default=512, metadata={"help": "grounding: box coordinates are divided by this"})
+    text_data: Optional[str] = field(default=None, metadata={"help": "text-infilling TSV (uniq_id, text)"})
+    image_data: Optional[str] = field(default=None, metadata={
+        "help": "image-infilling TSV (image_id, image, code): 2c x 2c images and their VQGAN codes"})
+    detection_data: Optional[str] = field(default=None, metadata={
+        "help": "detection TSV (image_id, image, 'x0,y0,x1,y1,category_id,name&&...')"})
+    text_selected_cols: Optional[str] = field(default=None, metadata={"help": "columns of text_data"})
+    image_selected_cols: Optional[str] = field(default=None, metadata={"help": "columns of image_data"})
+    detection_selected_cols: Optional[str] = field(default=None, metadata={"help": "columns of detection_data"})
+    neg_sample_dir: Optional[str] = field(default=None, metadata={
+        "help": "folder with all_captions.txt, object.txt, type2ans.json: negatives of the matching task"})
+    code_image_size: int = field(default=128, metadata={"help": "c: image infilling blanks the centre c x c of 2c x 2c"})
+    pretrain_seed: int = field(default=7, metadata={"help": "seed of the per-sample randomness"})
+    mask_ratio: float = field(default=0.3, metadata={"help": "text infilling: share of words masked"})
+    random_ratio: float = field(default=0.0, metadata={"help": "must be 0 (random replacement is not supported)"})
+    keep_ratio: float = field(default=0.0, metadata={"help": "unused, as in the original"})
+    mask_length: str = field(default="span-poisson", metadata={"help": "must be span-poisson"})
+    poisson_lambda: float = field(default=3.0, metadata={"help": "text infilling: mean span length (words)"})
+    replace_length: int = field(default=1, metadata={"help": "1: a span -> one <mask>; 0: deleted; -1: all masked"})
 
 
 class MixtureDataset(FairseqDataset):
-    """Several datasets behind one index space; every batch may mix tasks (same image size)."""
+    """Several datasets behind one index space; every batch may mix tasks (same image size).
+
+    A part's item is a sample dict, or (first-batch samples, second-batch samples) for
+    `PretrainDataset`; batches are built by `collate_two_batches`.
+    """
 
     def __init__(self, parts: list[FairseqDataset]):
         super().__init__()
@@ -52,10 +81,12 @@ class MixtureDataset(FairseqDataset):
 
     def __getitem__(self, index):
         dataset, local = self._locate(index)
-        sample = dataset[local]
-        if sample is not None:
-            sample = {**sample, "id": index}  # ids stay unique across the mixture
-        return sample
+        item = dataset[local]
+        if item is None:
+            return None
+        first, second = item if isinstance(item, tuple) else ([item], [])
+        # ids stay unique across the mixture
+        return [{**s, "id": index} for s in first], [{**s, "id": index} for s in second]
 
     def num_tokens(self, index):
         dataset, local = self._locate(index)
@@ -65,8 +96,8 @@ class MixtureDataset(FairseqDataset):
         dataset, local = self._locate(index)
         return dataset.size(local)
 
-    def collater(self, samples):
-        return collate(samples, pad_idx=PAD, eos_idx=EOS)
+    def collater(self, items):
+        return collate_two_batches(items)
 
     def set_epoch(self, epoch):
         for p in self.parts:
@@ -76,9 +107,50 @@ class MixtureDataset(FairseqDataset):
 
 @register_task("unify_task", dataclass=UnifyConfig)
 class UnifyTask(OFATask):
+    DEFAULT_COLS = "0,1,2,3,4,5,6,7"  # the image-text file, in PretrainDataset.FIELDS order
+    FIELDS = PretrainDataset.FIELDS
+
+    def __init__(self, cfg: UnifyConfig, dictionary):
+        super().__init__(cfg, dictionary)
+        if cfg.random_ratio != 0.0 or cfg.mask_length != "span-poisson":
+            raise ValueError(f"unify_task supports text infilling with mask_length=span-poisson and random_ratio=0 "
+                             f"(the original scripts' settings), found mask_length={cfg.mask_length!r}, "
+                             f"random_ratio={cfg.random_ratio}")
+        self.negatives = Negatives.from_dir(cfg.neg_sample_dir) if cfg.neg_sample_dir else None
+
+    def build_model(self, cfg, from_checkpoint: bool = False):
+        model = super().build_model(cfg, from_checkpoint)
+        model_size = getattr(getattr(model, "cfg", None), "code_image_size", self.cfg.code_image_size)
+        if self.cfg.image_data and model_size != self.cfg.code_image_size:
+            raise ValueError(f"task.code_image_size={self.cfg.code_image_size} but the model's is {model_size}: "
+                             "the image-infilling codes would get the wrong positions; set both to the same value")
+        return model
+
+    def _extra_file(self, path: Optional[str], cols: Optional[str], fields) -> Optional[TSVFile]:
+        return TSVFile(path, cols, fields) if path else None
+
+    def build_pretrain_dataset(self, split: str, epoch: int) -> PretrainDataset:
+        train = split == "train"
+        return PretrainDataset(
+            self.open_tsv(self.split_path(split, epoch)), self.tokenizer, **self.common_dataset_args(split, epoch),
+            texts=self._extra_file(self.cfg.text_data if train else None, self.cfg.text_selected_cols,
+                                   PretrainDataset.TEXT_FIELDS),
+            images=self._extra_file(self.cfg.image_data if train else None, self.cfg.image_selected_cols,
+                                    PretrainDataset.IMAGE_FIELDS),
+            detections=self._extra_file(self.cfg.detection_data if train else None, self.cfg.detection_selected_cols,
+                                        PretrainDataset.DETECTION_FIELDS),
+            negatives=self.negatives, max_image_size=self.cfg.max_image_size, num_bins=self.cfg.num_bins,
+            code_dict_size=self.cfg.code_dict_size, code_image_size=self.cfg.code_image_size,
+            mask_ratio=self.cfg.mask_ratio, poisson_lambda=self.cfg.poisson_lambda,
+            replace_length=self.cfg.replace_length, seed=self.cfg.pretrain_seed,
+        )
+
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs):
         common = self.common_dataset_args(split, epoch)
         parts = []
+        if self.cfg.data:
+            parts.append(self.build_pretrain_dataset(split, epoch))
+            logger.info("%s: %d image-text rows from %s", split, len(parts[-1]), parts[-1].tsv.path)
         sources = (
             (self.cfg.caption_data, ("image_id", "image", "caption"),
              lambda tsv: CaptionDataset(tsv, self.tokenizer, **common)),
@@ -96,5 +168,6 @@ class UnifyTask(OFATask):
             parts.append(build(TSVFile(path, None, fields)))
             logger.info("%s: %d rows from %s", split, len(parts[-1]), path)
         if not parts:
-            raise ValueError("unify_task needs at least one of caption_data, grounding_data, ocr_data")
+            raise ValueError("unify_task needs data (the image-text pretraining rows) or at least one of "
+                             "caption_data, grounding_data, ocr_data")
         self.datasets[split] = MixtureDataset(parts)
