@@ -92,20 +92,27 @@ def test_fairseq_train_validate_generate(task, data, tmp_path):
         assert all(len(r["box"]) == 4 for r in rows)
 
 
+def hydra_cmd(prefix: str, data: Path, tmp_path: Path, *extra: str) -> list[str]:
+    """fairseq-hydra-train on the demo YAML, switched to one task's TSVs with tiny sizes."""
+    script = BIN / "fairseq-hydra-train"
+    entry = [str(script)] if script.exists() else [sys.executable, "-m", "fairseq_cli.hydra_train"]
+    pair = f"'{data}/{prefix}_train.tsv,{data}/{prefix}_valid.tsv'"
+    return [*entry, "--config-dir", str(REPO / "configs/demo"), "--config-name", "demo",
+            f"common.user_dir={REPO / 'ofa_cn'}", "task._name=unify_task", f"task.{prefix}_data={pair}",
+            *[f"++task.{p}_data=null" for p in ("caption", "grounding", "ocr") if p != prefix],
+            "task.patch_image_size=64", "task.max_image_size=64", "++model.resnet_type=resnet10",
+            "++model.encoder_embed_dim=24", "++model.decoder_embed_dim=24", "++model.encoder_ffn_embed_dim=40",
+            "++model.decoder_ffn_embed_dim=40", "++model.encoder_attention_heads=3", "++model.decoder_attention_heads=3",
+            "++model.encoder_layers=2", "++model.decoder_layers=1", "optimization.max_update=2",
+            "dataset.batch_size=4", "dataset.num_workers=0", f"checkpoint.save_dir={tmp_path / 'ckpt'}",
+            "common.log_interval=1", *extra]
+
+
 @pytest.mark.parametrize("task", list(TASKS))
 def test_fairseq_hydra_train(task, data, tmp_path):
     """fairseq-hydra-train on the demo YAML, switched to one task with tiny sizes."""
     prefix, _, _ = TASKS[task]
-    pair = f"'{data}/{prefix}_train.tsv,{data}/{prefix}_valid.tsv'"
-    cmd = [str(BIN / "fairseq-hydra-train"), "--config-dir", str(REPO / "configs/demo"), "--config-name", "demo",
-           f"common.user_dir={REPO / 'ofa_cn'}", "task._name=unify_task", f"task.{prefix}_data={pair}",
-           *[f"++task.{p}_data=null" for p in ("caption", "grounding", "ocr") if p != prefix],
-           "task.patch_image_size=64", "task.max_image_size=64", "++model.resnet_type=resnet10",
-           "++model.encoder_embed_dim=24", "++model.decoder_embed_dim=24", "++model.encoder_ffn_embed_dim=40",
-           "++model.decoder_ffn_embed_dim=40", "++model.encoder_attention_heads=3", "++model.decoder_attention_heads=3",
-           "++model.encoder_layers=2", "++model.decoder_layers=1", "optimization.max_update=2",
-           "dataset.batch_size=4", "dataset.num_workers=0", f"checkpoint.save_dir={tmp_path / 'ckpt'}",
-           f"common.tensorboard_logdir={tmp_path / 'tb'}", "common.log_interval=1"]
+    cmd = hydra_cmd(prefix, data, tmp_path, f"common.tensorboard_logdir={tmp_path / 'tb'}")
     log = run(cmd, cwd=tmp_path)
     assert '"num_updates": "2"' in log
     assert any((tmp_path / "tb").rglob("events.out.tfevents.*")), "no tensorboard log written"
@@ -207,29 +214,53 @@ def test_finetune_from_golden_starts_from_its_weights(data, golden_checkpoint, t
 
 
 def first_update_loss(log: str) -> float:
-    lines = [json.loads(line[line.index("{"):]) for line in log.splitlines() if "| train_inner |" in line]
+    # fairseq-train: "... | INFO | train_inner | {...}"; fairseq-hydra-train: "[...][train_inner][INFO] - {...}"
+    lines = [json.loads(line[line.index("{"):]) for line in log.splitlines()
+             if "train_inner" in line and '"loss"' in line]
     assert lines, log[-3000:]
     return float(lines[0]["loss"])
+
+
+def mixed_precision_runs(precision: str, device: str, tmp_path: Path) -> dict[str, float]:
+    """Train 2 updates in fp32 and in `precision` with fairseq's own trainer paths (same seed and
+    batches): --fp16 through fairseq-train; common.bf16 through fairseq-hydra-train, because
+    fairseq 0.12's fairseq-train turns --bf16 into TPU mode. -> first-update loss per run."""
+    from pretrain_data import write_caption_files
+
+    data = write_caption_files(tmp_path / "data", {"train": 8, "valid": 4}, seed=4)
+    losses = {}
+    for name in ("fp32", precision):
+        out = tmp_path / name
+        if precision == "fp16":
+            cmd = train_cmd("caption", data, out / "ckpt", "--disable-validation", *(["--fp16"] if name == "fp16" else []))
+            cmd = [a for a in cmd if a != "--cpu"] if device == "cuda" else cmd
+        else:
+            cmd = hydra_cmd("caption", data, out, f"common.cpu={str(device == 'cpu').lower()}",
+                            f"common.bf16={str(name == 'bf16').lower()}", "dataset.disable_validation=true")
+        losses[name] = first_update_loss(run(cmd, cwd=tmp_path))
+        state = torch.load(out / "ckpt" / "checkpoint_last.pt", weights_only=False)
+        assert state["optimizer_history"][-1]["num_updates"] == 2
+        assert state["cfg"]["common"][precision] == (name == precision)
+    print(f"{device}: first-update loss fp32 {losses['fp32']:.4f}, {precision} {losses[precision]:.4f}")
+    assert all(map(math.isfinite, losses.values()))
+    assert abs(losses[precision] - losses["fp32"]) < 0.02 * losses["fp32"]
+    return losses
+
+
+def test_fairseq_bf16_training_on_cpu(tmp_path):
+    """fairseq's bf16 trainer path (bf16 model, fp32 master weights) runs and trains on the CPU."""
+    mixed_precision_runs("bf16", "cpu", tmp_path)
+    weights = [torch.load(tmp_path / n / "ckpt" / "checkpoint_last.pt", weights_only=False)["model"]
+               for n in ("fp32", "bf16")]
+    key = "decoder.layers.0.fc1.weight"
+    assert not torch.equal(weights[0][key], weights[1][key])  # bf16 arithmetic, not a copy of fp32
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_fairseq_train_mixed_precision_on_cuda(precision, tmp_path):
-    """fairseq's own --fp16 / --bf16 trainer paths on a GPU: finite losses, the first update's loss
-    within 2 % of the fp32 run's (same seed, same batch), the run finishes its updates."""
-    from pretrain_data import write_caption_files
-
-    data = write_caption_files(tmp_path / "data", {"train": 8, "valid": 4}, seed=4)
-    losses = {}
-    for name, flags in (("fp32", []), (precision, [f"--{precision}"])):
-        cmd = [a for a in train_cmd("caption", data, tmp_path / name, "--disable-validation", *flags) if a != "--cpu"]
-        losses[name] = first_update_loss(run(cmd, cwd=tmp_path))
-        _, steps = final_state(tmp_path / name / "checkpoint_last.pt")
-        assert steps == 2
-    print(f"first-update loss: fp32 {losses['fp32']:.4f}, {precision} {losses[precision]:.4f}")
-    assert all(map(math.isfinite, losses.values()))
-    assert abs(losses[precision] - losses["fp32"]) < 0.02 * losses["fp32"]
+def test_fairseq_mixed_precision_on_cuda(precision, tmp_path):
+    mixed_precision_runs(precision, "cuda", tmp_path)
 
 
 @pytest.mark.gpu
