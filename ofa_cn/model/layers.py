@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath
 from torch import nn
 
 from .attention import Linear, MultiheadAttention
+from .blocks import DropPath
 from .config import OFAConfig
 
 

@@ -1,18 +1,18 @@
 """The image stem: a Bottleneck ResNet cut after stage 3 (no layer4, no pooling head).
 
 A [B, 3, H, W] image becomes [B, 1024, H/16, W/16] features, one per 16x16-pixel patch. The
-blocks are timm's `Bottleneck` (stride on the 3x3 conv, "ResNet v1.5"), whose parameter names
-are the released ones (`layer3.5.conv2.weight`, `layer1.0.downsample.1.running_var`).
+blocks stride on the 3x3 conv ("ResNet v1.5"), and their attribute names are the released keys
+(`layer3.5.conv2.weight`, `layer1.0.downsample.1.running_var`), the same as timm's `Bottleneck`.
 """
 
 from __future__ import annotations
 
-import torch
-from timm.layers import DropPath
-from timm.models.resnet import Bottleneck
-from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
+from typing import Callable
 
+import torch
+from torch import nn
+
+from .blocks import DropPath, FrozenBatchNorm2d
 from .config import linear_rates
 
 STAGE_PLANES = (64, 128, 256)
@@ -20,9 +20,49 @@ STAGE_STRIDES = (1, 2, 2)
 STEM_CHANNELS = 64
 
 
-def _frozen_bn(num_features: int, **unused) -> FrozenBatchNorm2d:
-    """FrozenBatchNorm2d that ignores the device/dtype keywords timm's blocks pass to a norm layer."""
-    return FrozenBatchNorm2d(num_features)
+class Bottleneck(nn.Module):
+    """1x1 reduce -> 3x3 (strided) -> 1x1 expand, plus a shortcut.
+
+    Args:
+        inplanes: input channels.
+        planes: width of the 1x1 and 3x3 convs; the block outputs planes * expansion channels.
+        stride: of the 3x3 conv (and of `downsample`, which must match it).
+        downsample: shortcut projection when the shape changes (1x1 conv + norm), else None.
+        norm_layer: called with a channel count; nn.BatchNorm2d or FrozenBatchNorm2d.
+        drop_path: stochastic depth on the residual branch, or None.
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d, drop_path: nn.Module | None = None):
+        super().__init__()
+        outplanes = planes * self.expansion
+        # registration order = the released state-dict order: conv1 bn1 conv2 bn2 conv3 bn3 downsample
+        self.conv1 = nn.Conv2d(inplanes, planes, kernel_size=1, bias=False)
+        self.bn1 = norm_layer(planes)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, kernel_size=3, stride=stride, padding=1, bias=False)
+        self.bn2 = norm_layer(planes)
+        self.act2 = nn.ReLU(inplace=True)
+        self.conv3 = nn.Conv2d(planes, outplanes, kernel_size=1, bias=False)
+        self.bn3 = norm_layer(outplanes)
+        self.act3 = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.drop_path = drop_path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, inplanes, H, W] -> [B, planes * 4, H / stride, W / stride]"""
+        shortcut = x
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.bn2(self.conv2(x)))
+        x = self.bn3(self.conv3(x))
+        if self.drop_path is not None:
+            x = self.drop_path(x)
+        if self.downsample is not None:  # after the branch, so its output is not held meanwhile
+            shortcut = self.downsample(shortcut)
+        x += shortcut  # in place: x is this block's own fresh tensor
+        return self.act3(x)
 
 
 class ResNetStem(nn.Module):
@@ -38,7 +78,7 @@ class ResNetStem(nn.Module):
 
     def __init__(self, layers: tuple[int, int, int], drop_path_rate: float = 0.0, frozen_bn: bool = False):
         super().__init__()
-        norm = _frozen_bn if frozen_bn else nn.BatchNorm2d
+        norm = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
         self.conv1 = nn.Conv2d(3, STEM_CHANNELS, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = norm(STEM_CHANNELS)
         self.relu = nn.ReLU(inplace=True)

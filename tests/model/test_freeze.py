@@ -6,9 +6,9 @@ import argparse
 import dataclasses
 
 import pytest
-from torchvision.ops import FrozenBatchNorm2d
 
 from helpers import tiny_config
+from ofa_cn.model.blocks import FrozenBatchNorm2d
 from ofa_cn.model.ofa import OFAModel
 from ofa_cn.tokenizer import build_dictionary
 
