@@ -23,7 +23,6 @@ from typing import Any, Sequence
 
 import torch
 from PIL import Image, ImageEnhance, ImageOps
-from torchvision.transforms import functional as TF
 
 # The pretraining settings (unify_dataset.py): short sides up to 480, long sides capped at 672.
 PRETRAIN_MAX_SHORT_SIDE = 480
@@ -124,12 +123,21 @@ def random_resize(
 
 
 def center_crop(img: Image.Image, size: int) -> Image.Image:
-    """torchvision's ``CenterCrop(size)``: the size x size centre, offsets ``round((W - size) / 2)``.
+    """torchvision's ``CenterCrop(size)`` (the original's), with PIL alone: the size x size centre.
 
-    A side shorter than ``size`` is first padded with black on both sides (the extra pixel of an
-    odd difference goes right / bottom), so the result is always size x size.
+    Along a side at least ``size`` long the offset is ``int(round((W - size) / 2.0))``, Python's
+    round, half to even (W - size = 5 -> 2, 7 -> 4). A side shorter than ``size`` is padded with
+    black to exactly ``size``, ``(size - W) // 2`` before and the rest after, so the extra pixel
+    of an odd difference goes right / bottom. The two sides are handled independently, so one
+    can be padded while the other is cropped.
     """
-    return TF.center_crop(img, [size, size])
+    # torchvision pads first and then crops the padded image at offset 0 on a padded side; a
+    # negative offset into the original is the same thing, since PIL's crop fills outside with 0.
+    def offset(side: int) -> int:
+        return -((size - side) // 2) if size > side else int(round((side - size) / 2.0))
+
+    left, top = offset(img.width), offset(img.height)
+    return img.crop((left, top, left + size, top + size))
 
 
 def object_center_crop(

@@ -1,16 +1,18 @@
-"""Pretraining augmentations: sizes, offsets and box arithmetic of the original's transforms, op by op."""
+"""Pretraining augmentations: sizes, offsets and box arithmetic of the original's transforms, op by op.
+
+torchvision's CenterCrop outputs are stored in fixtures/torchvision_reference.pt, written by
+make_torchvision_fixtures.py (torchvision is not installed beside the torch CPU wheel).
+"""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageFilter, ImageOps
-from torchvision import transforms
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from ofa_cn.data.augment import (
     FILL,
@@ -37,6 +39,14 @@ from ofa_cn.data.augment import (
     translate_x,
     translate_y,
 )
+
+REFERENCE_FILE = Path(__file__).resolve().parent / "fixtures" / "torchvision_reference.pt"
+
+
+@pytest.fixture(scope="module")
+def tv_ref() -> dict[str, torch.Tensor]:
+    """Case name -> torchvision's output for this file's inputs (see make_torchvision_fixtures.py)."""
+    return torch.load(REFERENCE_FILE, weights_only=True)["cases"]
 
 
 def _marker_image(width: int, height: int, x: int, y: int) -> Image.Image:
@@ -86,8 +96,9 @@ def test_random_resize_pixels_and_boxes(noise_image):
     # x scales by 250 / 200 = 1.25, y by 150 / 100 = 1.5.
     assert boxes.dtype == torch.float32
     assert boxes.tolist() == [[12.5, 30.0, 137.5, 90.0]]
-    # The original called torchvision's F.resize(img, (h, w), BICUBIC) on the PIL image.
-    expected = TF.resize(img, [150, 250], interpolation=InterpolationMode.BICUBIC)
+    # The original called torchvision's F.resize(img, (h, w), BICUBIC) on the PIL image, which is
+    # PIL's resize to (w, h) (test_image.py's OCR tests prove it against stored torchvision output).
+    expected = img.resize((250, 150), Image.Resampling.BICUBIC)
     np.testing.assert_array_equal(np.asarray(resized), np.asarray(expected))
     assert resize_short_side(img, 150, 250)[1] is None
 
@@ -105,11 +116,30 @@ def test_center_crop_slice_and_padding(noise_image):
     img = noise_image(10, 8)
     # top = round((8 - 4) / 2) = 2, left = round((10 - 4) / 2) = 3.
     np.testing.assert_array_equal(np.asarray(center_crop(img, 4)), np.asarray(img)[2:6, 3:7])
+    # 11 x 8: left = round(3.5) = 4 and 9 x 9: round(2.5) = 2 (Python's round, half to even).
+    for (width, height), rows, cols in [((11, 8), np.s_[2:6], np.s_[4:8]), ((9, 9), np.s_[2:6], np.s_[2:6])]:
+        img = noise_image(width, height)
+        np.testing.assert_array_equal(np.asarray(center_crop(img, 4)), np.asarray(img)[rows, cols])
     small = noise_image(3, 2)
-    padded = center_crop(small, 4)
-    assert padded.size == (4, 4)
-    np.testing.assert_array_equal(np.asarray(padded), np.asarray(transforms.CenterCrop(4)(small)))
-    assert (np.asarray(padded) == 0).all(axis=2).sum() >= 16 - 6  # everything but the 6 source pixels is black
+    padded = np.asarray(center_crop(small, 4))
+    assert padded.shape == (4, 4, 3)
+    # Padding (4 - 3) // 2 = 0 left, 1 right; (4 - 2) // 2 = 1 top, 1 bottom; black.
+    np.testing.assert_array_equal(padded[1:3, 0:3], np.asarray(small))
+    assert (padded[[0, 3]] == 0).all() and (padded[:, 3] == 0).all()
+
+
+@pytest.mark.parametrize(
+    "width, height, size",
+    # Offsets (W - size) / 2 whole and ending in .5, even and odd pads, one side padded while the
+    # other is cropped, no-ops (the same list as make_torchvision_fixtures.CENTER_CROP_CASES).
+    [(10, 8, 4), (5, 4, 4), (7, 4, 4), (9, 9, 4), (11, 8, 4), (4, 4, 4),
+     (3, 2, 4), (2, 3, 5), (4, 9, 7), (13, 3, 6), (3, 13, 6), (1, 1, 3)],
+)
+def test_center_crop_matches_torchvision(noise_image, tv_ref, width, height, size):
+    out = center_crop(noise_image(width, height), size)
+    assert out.size == (size, size) and out.mode == "RGB"
+    expected = tv_ref[f"center_crop/{width}x{height}_to_{size}"]
+    assert torch.equal(torch.from_numpy(np.array(out)), expected)
 
 
 @pytest.mark.parametrize(

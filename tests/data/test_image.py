@@ -1,18 +1,21 @@
-"""Image decoding and transforms: bit-identical to the original's torchvision-on-PIL pipeline."""
+"""Image decoding and transforms: bit-identical to the original's torchvision-on-PIL pipeline.
+
+The torchvision outputs are stored in fixtures/torchvision_reference.pt, written by
+make_torchvision_fixtures.py (torchvision is not installed beside the torch CPU wheel); the
+inputs are rebuilt here from the same seeds.
+"""
 
 from __future__ import annotations
 
 import base64
 import io
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision import transforms
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from ofa_cn.data.errors import DataError
 from ofa_cn.data.image import (
@@ -26,16 +29,29 @@ from ofa_cn.data.image import (
 )
 
 WHERE = "img.tsv: row 7 (line 8), field 'image'"
+REFERENCE_FILE = Path(__file__).resolve().parent / "fixtures" / "torchvision_reference.pt"
 
 
-def _torchvision_resize(img, size_hw, mean, std):
-    """The original caption pipeline: Resize((h, w), BICUBIC) -> ToTensor -> Normalize."""
-    pipeline = transforms.Compose([
-        transforms.Resize(size_hw, interpolation=InterpolationMode.BICUBIC),
-        transforms.ToTensor(),
-        transforms.Normalize(mean=mean, std=std),
-    ])
-    return pipeline(img)
+@pytest.fixture(scope="module")
+def tv_ref() -> dict[str, torch.Tensor]:
+    """Case name -> torchvision's output for this file's inputs (see make_torchvision_fixtures.py)."""
+    return torch.load(REFERENCE_FILE, weights_only=True)["cases"]
+
+
+def _ramp_image() -> Image.Image:
+    """Every uint8 value once per channel (a copy of make_torchvision_fixtures.ramp_image)."""
+    ramp = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    return Image.fromarray(np.stack([ramp, 255 - ramp, ramp.T], axis=-1), "RGB")
+
+
+def _to_float_pipeline(pixels: torch.Tensor, mean, std) -> torch.Tensor:
+    """Stored torchvision pixels uint8 [H, W, 3] -> ToTensor -> Normalize, float32 [3, H, W].
+
+    Done with our to_tensor and normalize: both act on each value alone, and
+    test_to_tensor_and_normalize_match_torchvision proves them equal to torchvision's on every
+    uint8 value of every channel, for both normalisations.
+    """
+    return normalize(to_tensor(pixels.numpy()), mean, std)
 
 
 # ------------------------------------------------------------------ decode_image
@@ -87,23 +103,32 @@ def test_decode_errors_name_the_location(noise_image, make_text, expected):
 # ------------------------------------------------------------------ caption and grounding
 
 
-def test_to_tensor_and_normalize_match_torchvision(noise_image):
-    img = noise_image(13, 9)
+@pytest.mark.parametrize("name", ["noise_13x9", "ramp_16x16"])
+def test_to_tensor_and_normalize_match_torchvision(noise_image, tv_ref, name):
+    img = noise_image(13, 9) if name == "noise_13x9" else _ramp_image()
     tensor = to_tensor(img)
-    assert torch.equal(tensor, TF.to_tensor(img))
-    for mean, std in MEAN_STD.values():
-        assert torch.equal(normalize(tensor, mean, std), TF.normalize(tensor, mean, std))
+    assert torch.equal(tensor, tv_ref[f"to_tensor/{name}"])
+    for imagenet, (mean, std) in MEAN_STD.items():
+        assert torch.equal(normalize(tensor, mean, std), tv_ref[f"normalize/{name}/imagenet={imagenet}"])
     assert torch.equal(normalize(tensor, *MEAN_STD[False]), tensor * 2 - 1)
+
+
+def test_ramp_holds_every_value_in_every_channel():
+    pixels = np.asarray(_ramp_image())
+    for c in range(3):
+        assert sorted(pixels[..., c].ravel().tolist()) == list(range(256))
 
 
 @pytest.mark.parametrize("imagenet", [False, True])
 @pytest.mark.parametrize("width, height, size", [(64, 48, 32), (20, 50, 48), (33, 33, 33)])
-def test_resize_square_is_bit_identical_to_torchvision(noise_image, imagenet, width, height, size):
+def test_resize_square_is_bit_identical_to_torchvision(noise_image, tv_ref, imagenet, width, height, size):
+    # The original caption pipeline: Resize((size, size), BICUBIC) -> ToTensor -> Normalize.
     img = noise_image(width, height, seed=width)
     mean, std = MEAN_STD[imagenet]
     ours = resize_square(img, size, mean, std)
     assert ours.shape == (3, size, size) and ours.dtype == torch.float32
-    assert torch.equal(ours, _torchvision_resize(img, (size, size), mean, std))
+    expected = _to_float_pipeline(tv_ref[f"resize_square/{width}x{height}_to_{size}"], mean, std)
+    assert torch.equal(ours, expected)
 
 
 def test_caption_preprocessing_equals_golden(golden_image, golden_inputs):
@@ -127,55 +152,58 @@ def test_resize_with_box(noise_image):
 # ------------------------------------------------------------------ OCR
 
 
-def _torchvision_ocr(img, resize_hw, padding_ltrb, mean, std):
-    """The original OCR pipeline: F.resize bicubic, F.pad edge, ToTensor, Normalize."""
-    resized = TF.resize(img, list(resize_hw), interpolation=InterpolationMode.BICUBIC)
-    padded = TF.pad(resized, list(padding_ltrb), padding_mode="edge")
-    return TF.normalize(TF.to_tensor(padded), mean, std)
+# The original OCR pipeline: F.resize bicubic, F.pad edge, ToTensor, Normalize. The stored
+# references are torchvision's pixels after F.pad; each test names the resize (h, w) and the
+# padding (left, top, right, bottom) they were made with.
 
 
-def test_ocr_wide_image_is_centred_at_evaluation(noise_image):
+def test_ocr_wide_image_is_centred_at_evaluation(noise_image, tv_ref):
     img = noise_image(200, 50)  # new_h = int(128 * 50 / 200) = 32 -> raised to 64
     mean, std = MEAN_STD[False]
     ours = ocr_resize(img, 128, mean, std, rng=None)
     assert ours.shape == (3, 128, 128)
-    assert torch.equal(ours, _torchvision_ocr(img, (64, 128), (0, 32, 0, 32), mean, std))
+    # resize (64, 128), padding (0, 32, 0, 32)
+    assert torch.equal(ours, _to_float_pipeline(tv_ref["ocr/200x50_to_128"], mean, std))
     # edge replication: every padded row repeats the nearest image row
     assert torch.equal(ours[:, :32], ours[:, 32:33].expand(3, 32, 128))
     assert torch.equal(ours[:, 96:], ours[:, 95:96].expand(3, 32, 128))
 
 
-def test_ocr_tall_image_pads_the_width(noise_image):
+def test_ocr_tall_image_pads_the_width(noise_image, tv_ref):
     img = noise_image(60, 150)  # new_w = int(100 * 60 / 150) = 40 -> 64; free width 36 -> left 18
     mean, std = MEAN_STD[True]
     ours = ocr_resize(img, 100, mean, std, rng=None)
-    assert torch.equal(ours, _torchvision_ocr(img, (100, 64), (18, 0, 18, 0), mean, std))
+    # resize (100, 64), padding (18, 0, 18, 0)
+    assert torch.equal(ours, _to_float_pipeline(tv_ref["ocr/60x150_to_100"], mean, std))
 
 
-def test_ocr_training_offset_comes_from_the_rng(noise_image):
+def test_ocr_training_offset_comes_from_the_rng(noise_image, tv_ref):
     img = noise_image(300, 120)  # new_h = int(128 * 120 / 300) = 51 -> 64; free 64
     mean, std = MEAN_STD[False]
-    top = random.Random(5).randint(0, 64)
     ours = ocr_resize(img, 128, mean, std, rng=random.Random(5))
-    assert torch.equal(ours, _torchvision_ocr(img, (64, 128), (0, top, 0, 64 - top), mean, std))
+    # resize (64, 128), padding (0, top, 0, 64 - top) with top = random.Random(5).randint(0, 64)
+    assert torch.equal(ours, _to_float_pipeline(tv_ref["ocr/300x120_to_128_rng5"], mean, std))
     assert torch.equal(ours, ocr_resize(img, 128, mean, std, rng=random.Random(5)))  # reproducible
 
 
-def test_ocr_short_side_keeps_its_ratio_above_64(noise_image):
+def test_ocr_short_side_keeps_its_ratio_above_64(noise_image, tv_ref):
     img = noise_image(160, 120)  # new_h = int(128 * 0.75) = 96
     ours = ocr_resize(img, 128, *MEAN_STD[False], rng=None)
-    assert torch.equal(ours, _torchvision_ocr(img, (96, 128), (0, 16, 0, 16), *MEAN_STD[False]))
+    # resize (96, 128), padding (0, 16, 0, 16)
+    assert torch.equal(ours, _to_float_pipeline(tv_ref["ocr/160x120_to_128"], *MEAN_STD[False]))
 
 
 def test_ocr_document_mode(noise_image):
     img = noise_image(700, 40)
     mean, std = MEAN_STD[False]
     ours = ocr_resize(img, 480, mean, std, rng=None, is_document=True)
-    line = TF.to_tensor(TF.resize(img, [64, 1920], interpolation=InterpolationMode.BICUBIC))
+    # The original's F.resize(img, [64, 1920], BICUBIC) on a PIL image is PIL's resize to (w, h);
+    # the OCR references above prove that bit for bit, so its 360 KB output is not stored.
+    line = to_tensor(img.resize((1920, 64), Image.Resampling.BICUBIC))
     stacked = torch.cat(line.chunk(4, dim=-1), dim=-2)  # [3, 256, 480], as the original stacks it
     # top offset (480 - 256) // 2 = 112; rows above repeat the first row, rows below the last
     expected = torch.cat([stacked[:, :1].expand(3, 112, 480), stacked, stacked[:, -1:].expand(3, 112, 480)], dim=1)
-    assert torch.equal(ours, TF.normalize(expected, mean, std))
+    assert torch.equal(ours, normalize(expected, mean, std))
 
 
 def test_ocr_bad_sizes(noise_image):
