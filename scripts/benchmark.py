@@ -176,6 +176,7 @@ SPEEDUPS = {
     "cross_memory": ("generate",),  # cross K/V once per sentence, kept across steps, beams grouped
     "incremental_self_bias": ("generate",),  # self position bias of the new position only
     "transposed_linear": ("generate",),  # W x^T for the few rows of a decoding step (CPU)
+    "onednn_linear": ("forward", "generate"),  # oneDNN matmul for inference linears (CPU, fp32)
 }
 
 
@@ -185,7 +186,8 @@ def speedups_off(model: OFAModel, names=tuple(SPEEDUPS)) -> Iterator[None]:
     switches = {"channels_last": (model.encoder.embed_images, "channels_last", False),
                 "cross_memory": (model.decoder, "reuse_cross_kv", False),
                 "incremental_self_bias": (model.decoder, "incremental_self_bias", False),
-                "transposed_linear": (Linear, "transposed_rows", (0, -1))}
+                "transposed_linear": (Linear, "transposed_rows", (0, -1)),
+                "onednn_linear": (Linear, "onednn", "off")}
     with contextlib.ExitStack() as stack:
         for name in names:
             if name not in SPEEDUPS:
@@ -202,7 +204,8 @@ def speedups_off(model: OFAModel, names=tuple(SPEEDUPS)) -> Iterator[None]:
 def reference_path(model: OFAModel):
     """The model without any speed-up: eager softmax(q k^T s + bias) v attention, NCHW
     convolutions, cross K/V recomputed every decoding step, the self position bias of the whole
-    prefix every step, x W^T for every linear (and, in run_spec, torch's unfused Adam)."""
+    prefix every step, x W^T through the default BLAS for every linear (and, in run_spec, torch's
+    unfused Adam)."""
     return speedups_off(model)
 
 

@@ -109,3 +109,28 @@ def test_beam_search_matches_the_plain_path():
         for a, b in zip(row_fast, row_ref):
             assert a["tokens"].tolist() == b["tokens"].tolist()
             torch.testing.assert_close(a["positional_scores"], b["positional_scores"], atol=1e-5, rtol=0)
+
+
+def test_onednn_linear_modes_agree_with_torch_linear():
+    """Linear's inference paths (oneDNN with the weight as is or packed; W x^T for few rows) give
+    nn.Linear's result up to rounding, for encoder-sized and decoding-step-sized inputs; the packed
+    copy follows an in-place change of the weight."""
+    from ofa_cn.model.attention import Linear
+
+    torch.manual_seed(0)
+    layer = Linear(40, 24)
+    before = Linear.onednn
+    try:
+        with torch.no_grad():
+            for rows in (1, 5, 300):
+                x = torch.randn(rows, 2, 40)
+                expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
+                for mode in ("packed", "plain", "off"):
+                    Linear.onednn = mode
+                    torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5, msg=f"{mode}, {rows} rows")
+            Linear.onednn = "packed"
+            layer.weight.mul_(2)  # e.g. load_state_dict copies in place
+            torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias),
+                                       atol=1e-5, rtol=1e-5)
+    finally:
+        Linear.onednn = before
