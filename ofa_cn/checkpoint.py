@@ -56,8 +56,10 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        # Not the safe_globals context manager: torch 2.13's removes its globals on exit, even ones
+        # that were allowed before, which would break fairseq's own loader afterwards.
+        allow_checkpoint_globals()
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"refused to load {path}: it contains objects outside the allow-list "

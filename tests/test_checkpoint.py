@@ -96,3 +96,12 @@ def test_unsupported_architecture_is_named(tmp_path):
     torch.save(state, tmp_path / "d.pt")
     with pytest.raises(CheckpointError, match="share_all_embeddings"):
         load_pretrained(tmp_path / "d.pt")
+
+
+def test_loading_keeps_fairseq_able_to_load(tmp_path):
+    """Reading a checkpoint leaves argparse.Namespace allowed for later torch.load calls (fairseq's
+    loader): torch 2.13's safe_globals context manager would remove it on exit."""
+    save_tiny(tmp_path / "a.pt")
+    load_checkpoint_file(tmp_path / "a.pt")
+    assert argparse.Namespace in torch.serialization.get_safe_globals()
+    assert isinstance(torch.load(tmp_path / "a.pt", weights_only=True)["cfg"]["model"], argparse.Namespace)
