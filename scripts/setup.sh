@@ -20,8 +20,8 @@ echo "== ofa-cn setup: venv at $venv"
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check --progress-bar off)
 
-echo "== [1/5] torch and torchvision (pinned; wheels on this machine's disk)"
-"${pip[@]}" "torch==2.14.1" "torchvision==0.29.1"
+echo "== [1/5] torch (pinned: the CPU build, a wheel on this machine's disk)"
+"${pip[@]}" "torch==2.13.0"
 
 echo "== [2/5] build tools for fairseq's extensions"
 "${pip[@]}" "numpy>=1.26,<2.0" "cython>=3.0,<4" "setuptools>=68,<80" "wheel"
@@ -48,8 +48,8 @@ echo "== [5/5] ofa-cn itself (editable) with its dev extras"
 "${pip[@]}" -e "$root[dev]"
 
 "$venv/bin/python" - <<'PY'
-import fairseq, torch, torchvision
+import fairseq, torch
 import ofa_cn
-print(f"ok: torch {torch.__version__}, torchvision {torchvision.__version__}, fairseq {fairseq.__version__}")
+print(f"ok: torch {torch.__version__}, fairseq {fairseq.__version__}")
 PY
 touch "$venv/.installed"
