@@ -286,6 +286,7 @@ class Spec:
     threads: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # OFAConfig fields (tests: tiny sizes)
     off: list[str] | None = None  # speed-ups switched off (None: none on "default", all on "reference")
+    onednn: str = Linear.onednn  # Linear's CPU inference path on the default path: plain, packed or off
 
 
 def _sync(device: str) -> None:
@@ -308,6 +309,7 @@ def run_spec(spec: Spec) -> dict[str, Any]:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     load_before = os.getloadavg()[0]
+    Linear.onednn = spec.onednn
     cfg = model_config(spec.arch, **spec.overrides)
     model = build_model(cfg, spec.device)
     sample = make_batch(cfg, spec.batch, spec.size, spec.device)
@@ -475,6 +477,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help=f"the {QUICK_ARCH} sizes (D 128, 2+2 layers, resnet50)")
     parser.add_argument("--paths", default="default,reference", help="which of default,reference to run")
+    parser.add_argument("--onednn", choices=("plain", "packed", "off"), default=Linear.onednn,
+                        help="Linear's CPU inference path on the default path (packed: faster, +1 copy of the weights)")
     parser.add_argument("--ablation", action="store_true",
                         help="instead of the two paths: from the reference, add the speed-ups one at a time")
     parser.add_argument("--peak-tflops", type=float, help="peak dense bf16 TFLOP/s for MFU (default: by GPU name)")
@@ -510,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
                 for batch in batches:
                     for path, off in (ablation_stages(workload) if args.ablation else [(p, None) for p in paths]):
                         specs.append(Spec(arch, workload, batch, size, path, args.reps, warmup,
-                                          args.device, args.dtype, args.compile, args.threads, off=off))
+                                          args.device, args.dtype, args.compile, args.threads, off=off, onednn=args.onednn))
     isolate = not gpu if args.isolate is None else args.isolate
     results = []
     for spec in specs:
