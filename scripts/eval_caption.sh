@@ -14,15 +14,7 @@
 # Several GPUs: run it under torchrun instead, with the same flags (see scripts/evaluate.py).
 set -euo pipefail
 
-if [ "$#" -lt 3 ]; then
-    echo "usage: $0 CHECKPOINT DATA_TSV OUT_DIR [evaluate.py flags]" >&2
-    exit 2
-fi
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-python="${PYTHON:-$root/.venv/bin/python}"  # the venv of scripts/setup.sh unless PYTHON is set
-checkpoint="$1" data="$2" out_dir="$3"
-shift 3
-
-exec "$python" "$root/scripts/evaluate.py" --checkpoint "$checkpoint" --data "$data" --out-dir "$out_dir" \
-    --task caption --selected-cols 1,4,2 --batch-size 16 --dtype fp32 \
-    --beam 8 --max-len-a 0 --max-len-b 128 --min-len 1 --no-repeat-ngram-size 3 "$@"
+SETTINGS=(--task caption --selected-cols 1,4,2 --batch-size 16 --dtype fp32
+          --beam 8 --max-len-a 0 --max-len-b 128 --min-len 1 --no-repeat-ngram-size 3)
+source "$(dirname "${BASH_SOURCE[0]}")/_evaluate.sh"
+run_evaluate "$@"

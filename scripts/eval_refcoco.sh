@@ -17,15 +17,7 @@
 # Flags given after OUT_DIR override these (argparse keeps the last one).
 set -euo pipefail
 
-if [ "$#" -lt 3 ]; then
-    echo "usage: $0 CHECKPOINT DATA_TSV OUT_DIR [evaluate.py flags]" >&2
-    exit 2
-fi
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-python="${PYTHON:-$root/.venv/bin/python}"  # the venv of scripts/setup.sh unless PYTHON is set
-checkpoint="$1" data="$2" out_dir="$3"
-shift 3
-
-exec "$python" "$root/scripts/evaluate.py" --checkpoint "$checkpoint" --data "$data" --out-dir "$out_dir" \
-    --task refcoco --selected-cols 0,3,1,2 --batch-size 16 --dtype fp32 \
-    --beam 5 --max-len-a 0 --max-len-b 4 --min-len 4 --no-repeat-ngram-size 3 "$@"
+SETTINGS=(--task refcoco --selected-cols 0,3,1,2 --batch-size 16 --dtype fp32
+          --beam 5 --max-len-a 0 --max-len-b 4 --min-len 4 --no-repeat-ngram-size 3)
+source "$(dirname "${BASH_SOURCE[0]}")/_evaluate.sh"
+run_evaluate "$@"

@@ -50,6 +50,22 @@ def test_evaluate_caption_equals_golden(golden_checkpoint, tsvs, tmp_path, golde
     assert saved["generation"]["beam"] == 5 and saved["task"] == "CaptionTask"
 
 
+def test_eval_caption_script_uses_the_published_settings_and_lets_flags_override(golden_checkpoint, tsvs, tmp_path,
+                                                                                 golden_caption):
+    """scripts/eval_caption.sh: its settings (no-repeat 3, min_len 1, ...) then ours (beam 5, 16 tokens)."""
+    repo = Path(__file__).resolve().parents[1]
+    cmd = ["bash", str(repo / "scripts/eval_caption.sh"), str(golden_checkpoint), str(tsvs / "caption.tsv"),
+           str(tmp_path), "--selected-cols", "0,1,2", "--device", "cpu", "--beam", "5", "--max-len-b", "16"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(line) for line in open(tmp_path / "predictions.jsonl", encoding="utf-8")]
+    assert rows == [{"image_id": "101", "caption": golden_caption}]
+    generation = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))["generation"]
+    assert (generation["beam"], generation["max_len_b"], generation["no_repeat_ngram_size"]) == (5, 16, 3)
+    short = subprocess.run(["bash", str(repo / "scripts/eval_caption.sh"), "only-one"], capture_output=True, text=True)
+    assert short.returncode == 2 and "usage:" in short.stderr
+
+
 def test_evaluate_grounding_equals_golden(golden_checkpoint, tsvs, tmp_path, golden_box, golden_inputs):
     metrics = evaluate(golden_checkpoint, tsvs / "grounding.tsv", tmp_path, task_name="refcoco", any_task=True,
                        progress=False, max_image_size=256)

@@ -11,11 +11,9 @@ import re
 
 import torch
 
-from ..tokenizer import ChineseTokenizer
 from .base import TSVDataset
 from .boxes import box_to_bins, parse_box
 from .image import resize_with_box
-from .tsv import TSVFile
 
 _WHITESPACE_RUNS = re.compile(r"\s{2,}")
 
@@ -52,23 +50,9 @@ class GroundingDataset(TSVDataset):
     # ASCII quotes with a space inside each, full-width ？ at the end
     PROMPT_TEMPLATE = '这段文字" {} "描述的是哪个区域？'
 
-    def __init__(
-        self,
-        tsv: TSVFile,
-        tokenizer: ChineseTokenizer,
-        split: str,
-        patch_image_size: int,
-        max_src_length: int = 128,
-        max_tgt_length: int = 30,
-        imagenet_default_mean_and_std: bool = False,
-        skip_bad_rows: bool = False,
-        max_image_size: int = 512,
-        num_bins: int = 1000,
-    ):
-        super().__init__(
-            tsv, tokenizer, split, patch_image_size, max_src_length, max_tgt_length,
-            imagenet_default_mean_and_std, skip_bad_rows,
-        )
+    def __init__(self, *args, max_image_size: int = 512, num_bins: int = 1000, **kwargs):
+        super().__init__(*args, **kwargs)
+        patch_image_size, tokenizer = self.patch_image_size, self.tokenizer
         if patch_image_size > max_image_size:
             raise ValueError(
                 f"patch_image_size ({patch_image_size}) > max_image_size ({max_image_size}): resized boxes "

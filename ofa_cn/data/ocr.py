@@ -10,10 +10,8 @@ from __future__ import annotations
 import unicodedata
 import warnings
 
-from ..tokenizer import ChineseTokenizer
 from .base import TSVDataset
 from .image import DOCUMENT_PATCH_SIZE, ocr_resize
-from .tsv import TSVFile
 
 with warnings.catch_warnings():  # zhconv 1.4.3 tries the deprecated pkg_resources first
     warnings.filterwarnings("ignore", "pkg_resources is deprecated", DeprecationWarning)
@@ -46,23 +44,9 @@ class OCRDataset(TSVDataset):
     EXTRAS = ("uniq_id", "reference")
     PROMPT = "图片上的文字是什么?"  # ASCII "?"
 
-    def __init__(
-        self,
-        tsv: TSVFile,
-        tokenizer: ChineseTokenizer,
-        split: str,
-        patch_image_size: int,
-        max_src_length: int = 128,
-        max_tgt_length: int = 30,
-        imagenet_default_mean_and_std: bool = False,
-        skip_bad_rows: bool = False,
-        is_document: bool = False,
-        seed: int = 1,
-    ):
-        super().__init__(
-            tsv, tokenizer, split, patch_image_size, max_src_length, max_tgt_length,
-            imagenet_default_mean_and_std, skip_bad_rows,
-        )
+    def __init__(self, *args, is_document: bool = False, seed: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        patch_image_size = self.patch_image_size
         if is_document and patch_image_size != DOCUMENT_PATCH_SIZE:
             raise ValueError(
                 f"document mode needs patch_image_size {DOCUMENT_PATCH_SIZE}, got {patch_image_size}; "

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..tokenizer import BOS, EOS, PAD, ChineseTokenizer
+from ..tokenizer import BOS, EOS, PAD
 from . import augment
 from .base import TSVDataset
 from .boxes import box_to_bins, parse_box
@@ -93,15 +93,13 @@ class PretrainDataset(TSVDataset):
     DETECTION_FIELDS = ("image_id", "image", "label")
     TYPES = ("caption", "qa", "visual_grounding")
 
-    def __init__(self, tsv: TSVFile, tokenizer: ChineseTokenizer, split: str, patch_image_size: int,
-                 max_src_length: int = 128, max_tgt_length: int = 30, imagenet_default_mean_and_std: bool = False,
-                 skip_bad_rows: bool = False, *, texts: TSVFile | None = None, images: TSVFile | None = None,
+    def __init__(self, *args, texts: TSVFile | None = None, images: TSVFile | None = None,
                  detections: TSVFile | None = None, negatives: Negatives | None = None, max_image_size: int = 512,
                  num_bins: int = 1000, code_dict_size: int = 8192, code_image_size: int = 128,
                  mask_ratio: float = 0.3, poisson_lambda: float = 3.0, replace_length: int = 1,
-                 extra_every: int = 8, seed: int = 7):
-        super().__init__(tsv, tokenizer, split, patch_image_size, max_src_length, max_tgt_length,
-                         imagenet_default_mean_and_std, skip_bad_rows)
+                 extra_every: int = 8, seed: int = 7, **kwargs):
+        super().__init__(*args, **kwargs)
+        tokenizer, split, patch_image_size = self.tokenizer, self.split, self.patch_image_size
         for name, extra, fields in (("texts", texts, self.TEXT_FIELDS), ("images", images, self.IMAGE_FIELDS),
                                     ("detections", detections, self.DETECTION_FIELDS)):
             if extra is not None and tuple(extra.field_names) != fields:
