@@ -124,6 +124,9 @@ class Decoder(nn.Module):
         self.layer_norm = nn.LayerNorm(D)  # after the last layer
         self.output_projection = Linear(D, embed_tokens.num_embeddings, bias=False)
         self.output_projection.weight = embed_tokens.weight  # tied
+        # On CPU the biggest product of a decoding step; a packed copy (93 MB for V x 768) makes it
+        # ~2x faster. The other layers stay unpacked: their copies would outweigh the gain in memory.
+        self.output_projection.pack_weight = True
         self.token_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(2 * cfg.token_bucket_size - 1, H) for _ in range(cfg.decoder_layers))
         self.image_rel_pos_table_list = nn.ModuleList(
