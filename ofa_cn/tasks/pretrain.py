@@ -112,11 +112,7 @@ class UnifyTask(OFATask):
 
     def __init__(self, cfg: UnifyConfig, dictionary):
         super().__init__(cfg, dictionary)
-        if cfg.random_ratio != 0.0 or cfg.mask_length != "span-poisson":
-            raise ValueError(f"unify_task supports text infilling with mask_length=span-poisson and random_ratio=0 "
-                             f"(the original scripts' settings), found mask_length={cfg.mask_length!r}, "
-                             f"random_ratio={cfg.random_ratio}")
-        self.negatives = Negatives.from_dir(cfg.neg_sample_dir) if cfg.neg_sample_dir else None
+        self._negatives = None
 
     def build_model(self, cfg, from_checkpoint: bool = False):
         model = super().build_model(cfg, from_checkpoint)
@@ -129,8 +125,18 @@ class UnifyTask(OFATask):
     def _extra_file(self, path: Optional[str], cols: Optional[str], fields) -> Optional[TSVFile]:
         return TSVFile(path, cols, fields) if path else None
 
+    @property
+    def negatives(self) -> Optional[Negatives]:
+        if self._negatives is None and self.cfg.neg_sample_dir:
+            self._negatives = Negatives.from_dir(self.cfg.neg_sample_dir)
+        return self._negatives
+
     def build_pretrain_dataset(self, split: str, epoch: int) -> PretrainDataset:
         train = split == "train"
+        if train and self.cfg.text_data and (self.cfg.random_ratio != 0.0 or self.cfg.mask_length != "span-poisson"):
+            raise ValueError(f"text infilling supports mask_length=span-poisson with random_ratio=0 (the original "
+                             f"scripts' settings), found mask_length={self.cfg.mask_length!r}, "
+                             f"random_ratio={self.cfg.random_ratio}")
         return PretrainDataset(
             self.open_tsv(self.split_path(split, epoch)), self.tokenizer, **self.common_dataset_args(split, epoch),
             texts=self._extra_file(self.cfg.text_data if train else None, self.cfg.text_selected_cols,

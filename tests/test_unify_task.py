@@ -1,0 +1,29 @@
+"""unify_task set up from a released-style config: paths of the authors' machines do not stop it
+(they are read only when a split is loaded), and unsupported infilling settings are named then."""
+
+from __future__ import annotations
+
+import pytest
+
+import ofa_cn  # noqa: F401  (registers the tasks)
+from ofa_cn.tasks.pretrain import UnifyConfig, UnifyTask
+from pretrain_data import write_pretrain_files
+
+
+def test_setup_ignores_missing_training_files_until_they_are_read(tmp_path):
+    cfg = UnifyConfig(data="/nowhere/vision_language_examples.tsv", text_data="/nowhere/text.tsv",
+                      neg_sample_dir="/nowhere/negative_sample")
+    task = UnifyTask.setup_task(cfg)
+    assert task.cfg.neg_sample_dir == "/nowhere/negative_sample"
+    with pytest.raises(FileNotFoundError, match="neg_sample_dir /nowhere/negative_sample lacks"):
+        task.load_dataset("train")
+
+
+def test_unsupported_infilling_settings_are_named(tmp_path):
+    files = write_pretrain_files(tmp_path, scenes=1)
+    cfg = UnifyConfig(data=str(files["pairs"]), text_data=str(files["text"]), random_ratio=0.1, patch_image_size=64)
+    task = UnifyTask.setup_task(cfg)
+    with pytest.raises(ValueError, match="text infilling supports mask_length=span-poisson with random_ratio=0"):
+        task.load_dataset("train")
+    task.load_dataset("valid")  # no infilling at validation
+    assert len(task.datasets["valid"]) == 3
