@@ -13,9 +13,13 @@ from pretrain_data import write_pretrain_files
 def test_setup_ignores_missing_training_files_until_they_are_read(tmp_path):
     cfg = UnifyConfig(data="/nowhere/vision_language_examples.tsv", text_data="/nowhere/text.tsv",
                       neg_sample_dir="/nowhere/negative_sample")
-    task = UnifyTask.setup_task(cfg)
-    assert task.cfg.neg_sample_dir == "/nowhere/negative_sample"
-    with pytest.raises(FileNotFoundError, match="neg_sample_dir /nowhere/negative_sample lacks"):
+    task = UnifyTask.setup_task(cfg)  # as when a released checkpoint is loaded with its saved config
+    with pytest.raises(FileNotFoundError, match="/nowhere/vision_language_examples.tsv does not exist"):
+        task.load_dataset("train")
+    files = write_pretrain_files(tmp_path, scenes=1)
+    task = UnifyTask.setup_task(UnifyConfig(data=str(files["pairs"]), neg_sample_dir="/nowhere/negative_sample",
+                                            patch_image_size=64))
+    with pytest.raises(FileNotFoundError, match="neg_sample_dir /nowhere/negative_sample lacks all_captions.txt"):
         task.load_dataset("train")
 
 
