@@ -140,6 +140,31 @@ def test_fairseq_train_pretraining(tmp_path):
     assert state["decoder.image_rel_pos_table_list.0.weight"].abs().sum() > 0
 
 
+def test_pretrain_yaml_trains_with_every_objective(tmp_path):
+    """configs/pretrain/ofa_cn_base.yaml through fairseq-hydra-train (CPU, fp32, tiny model): its task
+    section reads the original's files and trains both batches."""
+    from pretrain_data import write_pretrain_files
+
+    files = write_pretrain_files(tmp_path / "data", scenes=4, seed=5)
+    script = BIN / "fairseq-hydra-train"
+    entry = [str(script)] if script.exists() else [sys.executable, "-m", "fairseq_cli.hydra_train"]
+    cmd = [*entry, "--config-dir", str(REPO / "configs/pretrain"), "--config-name", "ofa_cn_base",
+           f"common.user_dir={REPO / 'ofa_cn'}", "common.cpu=true", "common.fp16=false", "common.log_format=json",
+           "common.log_interval=1", f"task.data={files['pairs']}", f"task.text_data={files['text']}",
+           f"task.image_data={files['image']}", f"task.detection_data={files['detection']}",
+           f"task.neg_sample_dir={files['negatives']}", "task.patch_image_size=64", "criterion.sample_patch_num=9",
+           "++model.resnet_type=resnet10", "++model.encoder_embed_dim=24", "++model.decoder_embed_dim=24",
+           "++model.encoder_ffn_embed_dim=40", "++model.decoder_ffn_embed_dim=40",
+           "++model.encoder_attention_heads=3", "++model.decoder_attention_heads=3", "++model.encoder_layers=2",
+           "++model.decoder_layers=1", "optimization.max_update=2", "lr_scheduler.warmup_updates=1",
+           "dataset.batch_size=12", "dataset.num_workers=0", f"checkpoint.save_dir={tmp_path / 'ckpt'}"]
+    log = run(cmd, cwd=tmp_path)
+    epochs = [json.loads(line[line.index("{"):]) for line in log.splitlines() if '"train_loss"' in line]
+    assert len(epochs) == 2 and all(float(e["train_loss_v2"]) > 0 for e in epochs), log[-3000:]
+    state, steps = final_state(tmp_path / "ckpt" / "checkpoint_last.pt")
+    assert steps == 2 and not torch.equal(state["decoder.code_layernorm_embedding.weight"], torch.ones(24))
+
+
 def pretrain_cmd(tmp_path: Path) -> list[str]:
     from pretrain_data import write_pretrain_files
 
