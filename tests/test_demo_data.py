@@ -1,4 +1,4 @@
-"""Tests of ofa_cn/demo_data.py: the seeded demo dataset and the scene/OCR functions behind it."""
+"""Tests of ofa_cn/demo_data/: the seeded demo dataset and the scene/OCR functions behind it."""
 
 import base64
 import hashlib
@@ -30,6 +30,7 @@ from ofa_cn.demo_data import (
     resolve_expression,
     sample_scene,
     shape_mask,
+    text_lines,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -335,7 +336,7 @@ def test_all_text_is_in_the_tokenizer_vocabulary():
 
 def test_missing_font_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.delenv(demo_data.FONT_ENV, raising=False)
-    monkeypatch.setattr(demo_data, "FONT_CANDIDATES", (tmp_path / "none.ttc",))
+    monkeypatch.setattr(text_lines, "FONT_CANDIDATES", (tmp_path / "none.ttc",))
     with pytest.raises(FileNotFoundError, match="apt-get install -y fonts-wqy-microhei"):
         demo_data.find_font()
     with pytest.raises(FileNotFoundError, match="does not exist"):
