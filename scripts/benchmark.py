@@ -46,6 +46,7 @@ from ofa_cn.criterion import label_smoothed_nll_loss  # noqa: E402
 from ofa_cn.generate import build_generator, generate  # noqa: E402
 from ofa_cn.model.attention import Linear, attention_backend  # noqa: E402
 from ofa_cn.model.config import PATCH_STRIDE, RESNET_OUT_CHANNELS, config_for_arch  # noqa: E402
+from ofa_cn.model.embedding import TokenEmbedding  # noqa: E402
 from ofa_cn.model.ofa import OFAModel  # noqa: E402
 from ofa_cn.tokenizer import BOS, EOS, build_dictionary  # noqa: E402
 
@@ -177,6 +178,7 @@ SPEEDUPS = {
     "incremental_self_bias": ("generate",),  # self position bias of the new position only
     "transposed_linear": ("generate",),  # W x^T for the few rows of a decoding step (CPU)
     "onednn_linear": ("forward", "generate"),  # oneDNN matmul for inference linears (CPU, fp32)
+    "sparse_embedding_grad": ("train",),  # token lookups add their rows, no dense V x D buffers (CPU)
 }
 
 
@@ -187,7 +189,8 @@ def speedups_off(model: OFAModel, names=tuple(SPEEDUPS)) -> Iterator[None]:
                 "cross_memory": (model.decoder, "reuse_cross_kv", False),
                 "incremental_self_bias": (model.decoder, "incremental_self_bias", False),
                 "transposed_linear": (Linear, "transposed_rows", (0, -1)),
-                "onednn_linear": (Linear, "onednn", "off")}
+                "onednn_linear": (Linear, "onednn", "off"),
+                "sparse_embedding_grad": (TokenEmbedding, "sparse_grad", False)}
     with contextlib.ExitStack() as stack:
         for name in names:
             if name not in SPEEDUPS:

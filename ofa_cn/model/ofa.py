@@ -20,6 +20,7 @@ from torch import nn
 
 from .config import ARCHITECTURES, OFAConfig, check_saved_options, config_for_arch
 from .decoder import CACHE_KEY, Decoder
+from .embedding import TokenEmbedding
 from .encoder import Encoder, EncoderOutput
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ class OFAModel(FairseqEncoderDecoderModel):
 
     @classmethod
     def from_config(cls, cfg: OFAConfig, dictionary=None) -> "OFAModel":
-        embed_tokens = nn.Embedding(cfg.vocab_size, cfg.encoder_embed_dim, padding_idx=cfg.pad)
+        embed_tokens = TokenEmbedding(cfg.vocab_size, cfg.encoder_embed_dim, padding_idx=cfg.pad)
         encoder = OFAEncoder(cfg, dictionary, embed_tokens)
         decoder = OFADecoder(cfg, dictionary, embed_tokens)
         model = cls(cfg, encoder, decoder)
