@@ -17,6 +17,7 @@ scale, so fused kernels apply; `eager_attention` is the plain formula, kept as t
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator
 
 import torch
@@ -56,6 +57,13 @@ def eager_attention(q, k, v, bias, scale: float, dropout_p: float = 0.0):
     return torch.matmul(probs, v)
 
 
+@functools.lru_cache(maxsize=None)
+def _onednn_linear_available() -> bool:
+    """Whether this torch build has oneDNN's linear ops (x86 builds do; some others may not)."""
+    return (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+            and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
+
+
 class Linear(nn.Linear):
     """nn.Linear (same parameters and keys) with faster inference on CPU.
 
@@ -86,7 +94,7 @@ class Linear(nn.Linear):
             return super().forward(x)  # autograd, other devices, autocast: plain F.linear
         rows = x.numel() // self.in_features
         if self.onednn != "off" and x.dtype == torch.float32 and self.weight.dtype == torch.float32 \
-                and torch.backends.mkldnn.is_available():
+                and _onednn_linear_available():
             packed = self.onednn == "packed" or self.pack_weight
             weight = self._packed_weight() if packed else self.weight.detach()
             bias = None if self.bias is None else self.bias.detach()
