@@ -81,6 +81,13 @@ class Linear(nn.Linear):
     transposed_rows = (2, 64)  # with onednn "off": row counts that use W x^T; (0, -1) switches it off
     pack_weight = False  # per layer: pack this weight under onednn "plain" too
 
+    def __getstate__(self):
+        # The packed copy is an opaque oneDNN tensor that cannot be copied or pickled; it is a
+        # cache, rebuilt on the next use (deepcopy for EMA, torch.save of a module).
+        state = self.__dict__.copy()
+        state.pop("_onednn_packed", None)
+        return state
+
     def _packed_weight(self) -> torch.Tensor:
         key = (self.weight.data_ptr(), self.weight._version)
         cached = self.__dict__.get("_onednn_packed")

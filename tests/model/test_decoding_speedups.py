@@ -134,3 +134,24 @@ def test_onednn_linear_modes_agree_with_torch_linear():
                                        atol=1e-5, rtol=1e-5)
     finally:
         Linear.onednn = before
+
+
+def test_a_linear_with_a_packed_weight_can_be_copied_and_saved(tmp_path):
+    """After CPU inference has packed the output projection, deepcopy (fairseq's EMA) and
+    torch.save of the module still work, and the copy repacks its own weight."""
+    import copy
+
+    from ofa_cn.model.attention import Linear
+
+    layer = Linear(8, 5)
+    layer.pack_weight = True
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        expected = layer(x)
+    assert "_onednn_packed" in layer.__dict__
+    copied = copy.deepcopy(layer)
+    torch.save(layer, tmp_path / "layer.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(copied(x), expected)
+        copied.weight.mul_(2)  # its own weight, its own packed copy
+        torch.testing.assert_close(layer(x), expected)
