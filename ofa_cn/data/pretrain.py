@@ -38,10 +38,10 @@ from ..tokenizer import BOS, EOS, PAD
 from . import augment
 from .base import TSVDataset
 from .boxes import box_to_bins, parse_box
-from .caption import clean_caption
+from .caption import CaptionDataset, clean_caption
 from .collate import collate
 from .errors import FIX_OR_SKIP, DataError
-from .grounding import pre_caption
+from .grounding import GroundingDataset, pre_caption
 from .image import decode_image, normalize, resize_square, resize_with_box, to_tensor
 from .infilling import text_infilling, word_start_table
 from .negatives import Negatives
@@ -50,10 +50,10 @@ from .tsv import TSVFile
 logger = logging.getLogger(__name__)
 
 PROMPTS = {
-    "caption": "图片描述了什么内容?",  # the released caption prompt
+    "caption": CaptionDataset.PROMPT,  # the released finetuning prompts
     "image_text_match": '图片描述的是" {} "吗?',
     "question_answer_match": '问题" {} "的答案是" {} "吗?',
-    "grounding": '这段文字" {} "描述的是哪个区域？',  # the released grounding prompt
+    "grounding": GroundingDataset.PROMPT_TEMPLATE,
     "grounded_caption": "这个区域描述了什么内容? 区域:",
     "text_infilling": '" {} "的完整文本是什么?',
     "image_infilling": "图片中间部分是什么?",
@@ -122,11 +122,17 @@ class PretrainDataset(TSVDataset):
         self.mask_idx = tokenizer.indices["<mask>"]
         self.word_starts = word_start_table(tokenizer.symbols)
         self.scales = list(range(patch_image_size, MAX_PAIR_IMAGE_SIDE + 1)) or [patch_image_size]
+        # each prompt's text around its "{}" slots, tokenized once
+        self.prompt_pieces = {name: [tokenizer.encode(piece) for piece in template.split("{}")]
+                              for name, template in PROMPTS.items()}
+        # what fairseq batches by, an estimate: the longest prompt with a full-length text in it
+        longest_prompt = max(sum(map(len, pieces)) for pieces in self.prompt_pieces.values())
+        self._nominal_sizes = (longest_prompt + self.max_src_length + 2, self.max_tgt_length + 1)
         if negatives is None and split == "train":
             logger.info("no neg_sample_dir: pretraining without the image-text matching examples")
 
     def nominal_sizes(self) -> tuple[int, int]:
-        return self.max_src_length + 16, self.max_tgt_length + 1
+        return self._nominal_sizes
 
     # ------------------------------------------------------------------ helpers
 
@@ -135,10 +141,10 @@ class PretrainDataset(TSVDataset):
 
     def _prompt(self, name: str, *parts: list[int]) -> list[int]:
         """The prompt ``name`` with token lists in place of its ``{}`` slots."""
-        pieces = PROMPTS[name].split("{}")
-        ids = self.tokenizer.encode(pieces[0])
-        for part, piece in zip(parts, pieces[1:]):
-            ids += part + self.tokenizer.encode(piece)
+        first, *rest = self.prompt_pieces[name]
+        ids = list(first)
+        for part, piece in zip(parts, rest):
+            ids += part + piece
         return ids
 
     def _sample(self, index, answer_ids, image, source_ids, conf, code_mask=False, patch_mask=True):
