@@ -176,8 +176,9 @@ class AdjustLabelSmoothedCrossEntropyCriterion(FairseqCriterion):
         metrics.log_scalar("ntokens", ntokens)
         metrics.log_scalar("nsentences", total("nsentences"))
         for part in ("loss_v1", "loss_v2"):  # pretraining: the two batches' per-token losses
-            if any(part in log for log in logging_outputs):
-                metrics.log_scalar(part, total(part) / len(logging_outputs) / math.log(2), round=3)
+            count = sum(part in log for log in logging_outputs)  # updates without extras lack them
+            if count:
+                metrics.log_scalar(part, total(part) / count / math.log(2), count, round=3)
         if total("total") > 0:
             metrics.log_scalar("_n_correct", total("n_correct"))
             metrics.log_scalar("_total", total("total"))

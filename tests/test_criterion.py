@@ -88,3 +88,18 @@ def test_two_batches_average_per_token_then_add():
     assert abs(float(log["loss_v1"]) - loss_1.item() / 3) < 1e-6
     # patches are sampled in the first batch's images only
     assert model.seen[0]["sample_patch_num"] == 3 and "sample_patch_num" not in model.seen[1]
+
+
+def test_batch_losses_are_averaged_over_the_updates_that_had_them():
+    """An update without extra samples logs no loss_v2; it must not dilute the average."""
+    import math
+
+    from fairseq import metrics
+
+    logs = [{"loss": 3.0, "nll_loss": 3.0, "ntokens": 3, "nsentences": 1, "sample_size": 1,
+             "loss_v1": 1.0 * math.log(2), "loss_v2": 2.0 * math.log(2)},
+            {"loss": 1.0, "nll_loss": 1.0, "ntokens": 2, "nsentences": 1, "sample_size": 2}]
+    with metrics.aggregate() as agg:
+        AdjustLabelSmoothedCrossEntropyCriterion.reduce_metrics(logs)
+    values = agg.get_smoothed_values()
+    assert values["loss_v1"] == 1.0 and values["loss_v2"] == 2.0
