@@ -1,7 +1,8 @@
 """The building blocks: DropPath and FrozenBatchNorm2d (model/blocks.py), Bottleneck (model/resnet.py).
 
-The main checks use hand-computed values and need only torch. Where timm or torchvision happen
-to be installed, the last tests also check that ours compute exactly what theirs did.
+The checks use hand-computed values and need only torch. (When these replaced timm's and
+torchvision's, they were also compared bit for bit with those, in commit ea9dbb1; the project's
+environment no longer has either library, so those comparisons would only ever skip.)
 """
 
 from __future__ import annotations
@@ -177,47 +178,3 @@ def test_bottleneck_drop_path_drops_only_the_branch():
     block = Bottleneck(8, 2, drop_path=DropPath(1.0)).train()  # every branch dropped
     x = torch.randn(3, 8, 4, 4)
     assert torch.equal(block(x.clone()), F.relu(x))  # relu(0 + shortcut)
-
-
-# ---------------------------------------------------------------------------------------------
-# Same values as the libraries these replace, where they are installed
-
-
-def test_frozen_bn_matches_torchvision_bit_for_bit():
-    ops = pytest.importorskip("torchvision.ops")
-    g = torch.Generator().manual_seed(0)
-    ours, theirs = FrozenBatchNorm2d(5), ops.FrozenBatchNorm2d(5)
-    assert list(ours.state_dict()) == list(theirs.state_dict())
-    for name in ("weight", "bias", "running_mean"):
-        getattr(ours, name).copy_(torch.randn(5, generator=g))
-    ours.running_var.copy_(torch.rand(5, generator=g) + 0.1)
-    theirs.load_state_dict(ours.state_dict())
-    x = torch.randn(2, 5, 3, 4, generator=g)
-    assert torch.equal(ours(x), theirs(x))
-
-
-def test_drop_path_matches_timm():
-    timm_layers = pytest.importorskip("timm.layers")
-    x = torch.randn(64, 3, 2)
-    torch.manual_seed(5)
-    theirs = timm_layers.DropPath(0.3).train()(x)
-    torch.manual_seed(5)
-    assert torch.equal(DropPath(0.3).train()(x), theirs)
-
-
-def test_bottleneck_matches_timm():
-    timm_resnet = pytest.importorskip("timm.models.resnet")
-
-    def build(cls, norm):
-        torch.manual_seed(0)
-        downsample = nn.Sequential(nn.Conv2d(6, 12, 1, stride=2, bias=False), norm(12))
-        return cls(6, 3, stride=2, downsample=downsample, norm_layer=norm).eval()
-
-    ours = build(Bottleneck, nn.BatchNorm2d)
-    theirs = build(timm_resnet.Bottleneck, nn.BatchNorm2d)
-    assert list(shapes(ours).items()) == list(shapes(theirs).items())
-    # same construction order, so the same seeded initial weights
-    assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()))
-    x = torch.randn(2, 6, 5, 7)
-    with torch.no_grad():
-        assert torch.equal(ours(x), theirs(x))
