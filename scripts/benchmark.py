@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ofa_cn.criterion import label_smoothed_nll_loss  # noqa: E402
 from ofa_cn.generate import build_generator, generate  # noqa: E402
+from ofa_cn.malloc import keep_freed_memory  # noqa: E402
 from ofa_cn.model.attention import Linear, attention_backend  # noqa: E402
 from ofa_cn.model.config import PATCH_STRIDE, RESNET_OUT_CHANNELS, config_for_arch  # noqa: E402
 from ofa_cn.model.embedding import TokenEmbedding  # noqa: E402
@@ -179,12 +180,13 @@ SPEEDUPS = {
     "transposed_linear": ("generate",),  # W x^T for the few rows of a decoding step (CPU)
     "onednn_linear": ("forward", "generate"),  # oneDNN matmul for inference linears (CPU, fp32)
     "sparse_embedding_grad": ("train",),  # token lookups add their rows, no dense V x D buffers (CPU)
+    "keep_freed_memory": ("train", "forward", "generate"),  # glibc reuses freed blocks: no page faults
 }
 
 
 @contextlib.contextmanager
 def speedups_off(model: OFAModel, names=tuple(SPEEDUPS)) -> Iterator[None]:
-    """Switch the named speed-ups off (fused_adam is the optimizer's choice: see run_spec)."""
+    """Switch the named speed-ups off (fused_adam and keep_freed_memory are run_spec's choice)."""
     switches = {"channels_last": (model.encoder.embed_images, "channels_last", False),
                 "cross_memory": (model.decoder, "reuse_cross_kv", False),
                 "incremental_self_bias": (model.decoder, "incremental_self_bias", False),
@@ -208,7 +210,7 @@ def reference_path(model: OFAModel):
     """The model without any speed-up: eager softmax(q k^T s + bias) v attention, NCHW
     convolutions, cross K/V recomputed every decoding step, the self position bias of the whole
     prefix every step, x W^T through the default BLAS for every linear (and, in run_spec, torch's
-    unfused Adam)."""
+    unfused Adam and glibc's default malloc)."""
     return speedups_off(model)
 
 
@@ -313,10 +315,12 @@ def run_spec(spec: Spec) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     load_before = os.getloadavg()[0]
     Linear.onednn = spec.onednn
+    off = spec.off if spec.off is not None else list(SPEEDUPS) if spec.path == "reference" else []
+    if "keep_freed_memory" not in off:  # as the tasks do; process-wide, so paths need --isolate (CPU default)
+        keep_freed_memory()
     cfg = model_config(spec.arch, **spec.overrides)
     model = build_model(cfg, spec.device)
     sample = make_batch(cfg, spec.batch, spec.size, spec.device)
-    off = spec.off if spec.off is not None else list(SPEEDUPS) if spec.path == "reference" else []
     if spec.compile and not off:
         compile_layers(model)
     step: Callable[[], Any]
