@@ -181,6 +181,7 @@ SPEEDUPS = {
     "onednn_linear": ("forward", "generate"),  # oneDNN matmul for inference linears (CPU, fp32)
     "sparse_embedding_grad": ("train",),  # token lookups add their rows, no dense V x D buffers (CPU)
     "keep_freed_memory": ("train", "forward", "generate"),  # glibc reuses freed blocks: no page faults
+    "fused_resnet": ("forward", "generate"),  # image stem: BatchNorm folded into oneDNN convs (CPU, fp32)
 }
 
 
@@ -192,7 +193,8 @@ def speedups_off(model: OFAModel, names=tuple(SPEEDUPS)) -> Iterator[None]:
                 "incremental_self_bias": (model.decoder, "incremental_self_bias", False),
                 "transposed_linear": (Linear, "transposed_rows", (0, -1)),
                 "onednn_linear": (Linear, "onednn", "off"),
-                "sparse_embedding_grad": (TokenEmbedding, "sparse_grad", False)}
+                "sparse_embedding_grad": (TokenEmbedding, "sparse_grad", False),
+                "fused_resnet": (model.encoder.embed_images, "fused_inference", False)}
     with contextlib.ExitStack() as stack:
         for name in names:
             if name not in SPEEDUPS:

@@ -14,6 +14,7 @@ from torch import nn
 
 from .blocks import DropPath, FrozenBatchNorm2d
 from .config import linear_rates
+from .fused_resnet import FoldedStem, fold_stem, fused_forward, onednn_conv_available, source_key
 
 STAGE_PLANES = (64, 128, 256)
 STAGE_STRIDES = (1, 2, 2)
@@ -68,6 +69,11 @@ class Bottleneck(nn.Module):
 class ResNetStem(nn.Module):
     """ResNet stem + layer1..layer3.
 
+    In eval mode without autograd, on CPU in float32, it runs through `fused_resnet`: every
+    BatchNorm folded into its conv, ReLU and residual add fused into the convs by oneDNN. The
+    folded weights are a cache (as large as the conv weights, 105 MiB for ResNet101), rebuilt
+    when a weight or a norm statistic changes, and dropped by `train()`.
+
     Args:
         layers: Bottleneck blocks per stage, e.g. (3, 4, 23) for ResNet101.
         drop_path_rate: stochastic depth; within a stage, block i > 0 gets linspace(0, rate, n)[i]
@@ -75,6 +81,8 @@ class ResNetStem(nn.Module):
         frozen_bn: FrozenBatchNorm2d (fixed statistics, no `num_batches_tracked`) instead of
             BatchNorm2d, for `freeze_resnet`.
     """
+
+    fused_inference = True  # use fused_resnet where it applies; False: always the modules' own forward
 
     def __init__(self, layers: tuple[int, int, int], drop_path_rate: float = 0.0, frozen_bn: bool = False):
         super().__init__()
@@ -113,9 +121,39 @@ class ResNetStem(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
 
+    def __getstate__(self):
+        # The folded weights are a cache, not worth copying or saving (105 MiB for ResNet101);
+        # the next fused call rebuilds them (deepcopy for EMA, torch.save of a module).
+        state = self.__dict__.copy()
+        state.pop("_folded", None)
+        return state
+
+    def train(self, mode: bool = True):
+        if mode:
+            # Training changes the weights, also in ways no version counter sees (fairseq copies
+            # into `p.data`); drop the folded copy, which also frees its memory while training.
+            self.__dict__.pop("_folded", None)
+        return super().train(mode)
+
+    def _use_fused(self, images: torch.Tensor) -> bool:
+        return (self.fused_inference and self.channels_last and not self.training and not torch.is_grad_enabled()
+                and images.device.type == "cpu" and images.dtype == torch.float32
+                and self.conv1.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
+                and onednn_conv_available())
+
+    def _folded_weights(self) -> FoldedStem:
+        """The cached FoldedStem, rebuilt if a weight or norm statistic changed since."""
+        cached = self.__dict__.get("_folded")
+        if cached is None or cached.key != source_key(self):
+            self.__dict__.pop("_folded", None)  # free the old copy before building the new one
+            cached = self.__dict__["_folded"] = fold_stem(self)
+        return cached
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, H, W] -> features [B, 1024, H/16, W/16] (channels-last strides unless switched off)"""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        if self._use_fused(images):
+            return fused_forward(self._folded_weights(), images, self.maxpool)
         x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
         return self.layer3(self.layer2(self.layer1(x)))
