@@ -114,10 +114,10 @@ class Decoder(nn.Module):
         self.pos_ln = nn.LayerNorm(D)  # target positions
         self.image_pos_ln = nn.LayerNorm(D)  # image-code positions (code_masks rows)
         self.pos_scaling = (D / H * cfg.attn_scale_factor) ** -0.5
-        self.self_pos_q_linear = nn.Linear(D, D)
-        self.self_pos_k_linear = nn.Linear(D, D)
-        self.cross_pos_q_linear = nn.Linear(D, D)
-        self.cross_pos_k_linear = nn.Linear(D, D)
+        self.self_pos_q_linear = Linear(D, D)
+        self.self_pos_k_linear = Linear(D, D)
+        self.cross_pos_q_linear = Linear(D, D)
+        self.cross_pos_k_linear = Linear(D, D)
         self.code_layernorm_embedding = nn.LayerNorm(D)  # embeddings of image-code rows (code_masks)
         rates = linear_rates(cfg.decoder_drop_path_rate, cfg.decoder_layers)
         self.layers = nn.ModuleList(DecoderLayer(cfg, r) for r in rates)

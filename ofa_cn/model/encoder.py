@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import Linear
 from .config import MAX_POSITION_BUCKETS, POSITION_TABLE_EXTRA, linear_rates, RESNET_OUT_CHANNELS, OFAConfig
 from .layers import EncoderLayer
 from .positions import image_bucket_table, image_position_ids, num_image_buckets, token_bucket_table
@@ -99,15 +100,15 @@ class Encoder(nn.Module):
         self.layernorm_embedding = nn.LayerNorm(D)  # text token embeddings
         self.type_embedding = nn.Embedding(2, D) if cfg.add_type_embedding else None
         self.embed_images = ResNetStem(cfg.resnet_layers, cfg.resnet_drop_path_rate, cfg.freeze_resnet)
-        self.image_proj = nn.Linear(RESNET_OUT_CHANNELS, D)
+        self.image_proj = Linear(RESNET_OUT_CHANNELS, D)
         self.patch_layernorm_embedding = nn.LayerNorm(D)  # image patch embeddings
         self.embed_positions = nn.Embedding(cfg.max_source_positions + POSITION_TABLE_EXTRA, D)
         self.embed_image_positions = nn.Embedding(cfg.image_bucket_size ** 2 + 1, D)
         self.pos_ln = nn.LayerNorm(D)  # text positions
         self.image_pos_ln = nn.LayerNorm(D)  # image positions
         self.pos_scaling = (D / H * cfg.attn_scale_factor) ** -0.5
-        self.pos_q_linear = nn.Linear(D, D)
-        self.pos_k_linear = nn.Linear(D, D)
+        self.pos_q_linear = Linear(D, D)
+        self.pos_k_linear = Linear(D, D)
         rates = linear_rates(cfg.encoder_drop_path_rate, cfg.encoder_layers)
         self.layers = nn.ModuleList(EncoderLayer(cfg, r) for r in rates)
         self.layer_norm = nn.LayerNorm(D)  # after the last layer
