@@ -75,8 +75,32 @@ def _onednn_linear_available() -> bool:
             and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
+class _OneDNNLinearFunction(torch.autograd.Function):
+    """x W^T + b through oneDNN's matmul; the gradients as torch's own linear computes them."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """x [N, in], weight [out, in], bias [out] or None -> [N, out]"""
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = grad.mm(weight) if ctx.needs_input_grad[0] else None  # [N, in]
+        grad_weight = grad.t().mm(x) if ctx.needs_input_grad[1] else None  # [out, in]
+        grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None  # [out]
+        return grad_x, grad_weight, grad_bias
+
+
 class Linear(nn.Linear):
-    """nn.Linear (same parameters and keys) with faster inference on CPU.
+    """nn.Linear (same parameters and keys) with faster products on CPU.
+
+    Training (autograd on) in float32 on a CPU: the forward product runs through oneDNN unless
+    `onednn` is "off" (1.04-1.2x faster than the default BLAS for encoder-sized products, 2.2x for
+    the output projection of a training batch; the backward products stay torch's).
 
     Without autograd, in float32 on a CPU with oneDNN, the product runs through oneDNN's matmul
     (`onednn`): "plain" hands it the weight as it is, except for layers with `pack_weight` set;
@@ -108,9 +132,15 @@ class Linear(nn.Linear):
         return cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or torch.is_grad_enabled() or torch.is_autocast_enabled("cpu"):
-            return super().forward(x)  # autograd, other devices, autocast: plain F.linear
+        if x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+            return super().forward(x)  # other devices, autocast: plain F.linear
         rows = x.numel() // self.in_features
+        if torch.is_grad_enabled():
+            if self.onednn == "off" or x.dtype != torch.float32 or self.weight.dtype != torch.float32 \
+                    or not _onednn_linear_available():
+                return super().forward(x)
+            out = _OneDNNLinearFunction.apply(x.reshape(rows, self.in_features), self.weight, self.bias)
+            return out.view(*x.shape[:-1], self.out_features)
         if self.onednn != "off" and x.dtype == torch.float32 and self.weight.dtype == torch.float32 \
                 and _onednn_linear_available():
             packed = self.onednn == "packed" or self.pack_weight

@@ -53,3 +53,27 @@ def test_sdpa_is_skipped_only_when_the_cpu_bias_needs_a_gradient(monkeypatch):
     with torch.no_grad():
         attn(x, y, bias)
     assert calls == [1, 1]
+
+
+def test_linear_training_path_matches_torch_linear_values_and_gradients(monkeypatch):
+    from ofa_cn.model import attention
+
+    calls = []
+    apply = attention._OneDNNLinearFunction.apply
+    monkeypatch.setattr(attention._OneDNNLinearFunction, "apply", lambda *a: calls.append(1) or apply(*a))
+    g = torch.Generator().manual_seed(1)
+    for bias in (True, False):
+        layer = attention.Linear(13, 11, bias=bias)
+        x = torch.randn(3, 4, 13, generator=g)
+        upstream = torch.randn(3, 4, 11, generator=g)
+        results = []
+        for forward in (layer, lambda t: F.linear(t, layer.weight, layer.bias)):
+            layer.zero_grad(set_to_none=True)
+            xi = x.clone().requires_grad_(True)
+            out = forward(xi)
+            out.backward(upstream)
+            results.append([out.detach(), xi.grad] + [p.grad for p in layer.parameters()])
+        for ours, theirs in zip(*results):
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    if attention._onednn_linear_available():
+        assert calls == [1, 1]  # the oneDNN forward ran (and its backward gave torch's gradients)
