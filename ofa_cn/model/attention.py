@@ -135,14 +135,14 @@ class Linear(nn.Linear):
         if x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
             return super().forward(x)  # other devices, autocast: plain F.linear
         rows = x.numel() // self.in_features
+        onednn = self.onednn != "off" and x.dtype == torch.float32 and self.weight.dtype == torch.float32 \
+            and _onednn_linear_available()
         if torch.is_grad_enabled():
-            if self.onednn == "off" or x.dtype != torch.float32 or self.weight.dtype != torch.float32 \
-                    or not _onednn_linear_available():
+            if not onednn:
                 return super().forward(x)
             out = _OneDNNLinearFunction.apply(x.reshape(rows, self.in_features), self.weight, self.bias)
             return out.view(*x.shape[:-1], self.out_features)
-        if self.onednn != "off" and x.dtype == torch.float32 and self.weight.dtype == torch.float32 \
-                and _onednn_linear_available():
+        if onednn:
             packed = self.onednn == "packed" or self.pack_weight
             weight = self._packed_weight() if packed else self.weight.detach()
             bias = None if self.bias is None else self.bias.detach()
