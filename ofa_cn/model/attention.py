@@ -75,8 +75,20 @@ def _onednn_linear_available() -> bool:
             and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
+def _onednn_mm(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
+    """a @ b_t^T through oneDNN's matmul. a [M, K], b_t [N, K] -> [M, N]; either may be a strided view
+    (a transpose costs no copy)."""
+    return torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], "")
+
+
 class _OneDNNLinearFunction(torch.autograd.Function):
-    """x W^T + b through oneDNN's matmul; the gradients as torch's own linear computes them."""
+    """x W^T + b through oneDNN's matmul, and most backward products too.
+
+    Backward (2-core AVX-512 CPU, fp32): grad_x = grad W through oneDNN is 1.06-1.36x faster than
+    torch's mm on every shape of the model (encoder, decoder, output projection); grad_W = grad^T x
+    is 1.08-1.22x faster through oneDNN when in > out (fc2) and up to 1.09x slower otherwise,
+    so it goes through oneDNN only there.
+    """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -89,9 +101,18 @@ class _OneDNNLinearFunction(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        grad_x = grad.mm(weight) if ctx.needs_input_grad[0] else None  # [N, in]
-        grad_weight = grad.t().mm(x) if ctx.needs_input_grad[1] else None  # [out, in]
-        grad_bias = grad.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None  # [out]
+        grad = grad.contiguous()  # [N, out]
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn_mm(grad, weight.t())  # [N, in]
+        if ctx.needs_input_grad[1]:
+            out_features, in_features = weight.shape
+            if in_features > out_features:
+                grad_weight = _onednn_mm(grad.t(), x.t())  # [out, in]
+            else:
+                grad_weight = grad.t().mm(x)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad.sum(0)  # [out]
         return grad_x, grad_weight, grad_bias
 
 

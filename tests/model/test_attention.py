@@ -62,10 +62,12 @@ def test_linear_training_path_matches_torch_linear_values_and_gradients(monkeypa
     apply = attention._OneDNNLinearFunction.apply
     monkeypatch.setattr(attention._OneDNNLinearFunction, "apply", lambda *a: calls.append(1) or apply(*a))
     g = torch.Generator().manual_seed(1)
-    for bias in (True, False):
-        layer = attention.Linear(13, 11, bias=bias)
-        x = torch.randn(3, 4, 13, generator=g)
-        upstream = torch.randn(3, 4, 11, generator=g)
+    # in > out and in < out take different weight-gradient products; the upstream gradient is
+    # once a transposed view (backward makes it contiguous).
+    for (n_in, n_out), bias in [((13, 11), True), ((13, 11), False), ((11, 13), True), ((11, 13), False)]:
+        layer = attention.Linear(n_in, n_out, bias=bias)
+        x = torch.randn(3, 4, n_in, generator=g)
+        upstream = torch.randn(4, 3, n_out, generator=g).transpose(0, 1) if bias else torch.randn(3, 4, n_out, generator=g)
         results = []
         for forward in (layer, lambda t: F.linear(t, layer.weight, layer.bias)):
             layer.zero_grad(set_to_none=True)
@@ -74,6 +76,22 @@ def test_linear_training_path_matches_torch_linear_values_and_gradients(monkeypa
             out.backward(upstream)
             results.append([out.detach(), xi.grad] + [p.grad for p in layer.parameters()])
         for ours, theirs in zip(*results):
+            assert ours.abs().sum() > 0
             torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
     if attention._onednn_linear_available():
-        assert calls == [1, 1]  # the oneDNN forward ran (and its backward gave torch's gradients)
+        assert calls == [1, 1, 1, 1]  # the oneDNN forward ran (and its backward gave torch's gradients)
+
+
+def test_linear_training_path_skips_the_gradients_nobody_needs():
+    from ofa_cn.model import attention
+
+    layer = attention.Linear(7, 5)
+    layer.weight.requires_grad_(False)
+    x = torch.randn(6, 7, requires_grad=True)
+    layer(x).sum().backward()
+    torch.testing.assert_close(x.grad, layer.weight.sum(0).expand(6, 7), rtol=1e-5, atol=1e-6)
+    assert layer.weight.grad is None and layer.bias.grad is not None
+    x = torch.randn(6, 7)
+    layer.weight.requires_grad_(True)
+    layer(x).sum().backward()
+    torch.testing.assert_close(layer.weight.grad, x.sum(0).expand(5, 7), rtol=1e-5, atol=1e-6)
