@@ -216,15 +216,6 @@ def reference_path(model: OFAModel):
     return speedups_off(model)
 
 
-def compile_layers(model: OFAModel) -> None:
-    """torch.compile the image stem and every transformer layer in place (state-dict keys unchanged)."""
-    model.encoder.embed_images.compile()
-    for layer in model.encoder.layers:
-        layer.compile()
-    for layer in model.decoder.layers:
-        layer.compile(dynamic=True)  # the cached prefix grows by one every decoding step
-
-
 # --- analytic FLOPs (for MFU) ---
 
 def resnet_flops(layers: tuple[int, int, int], size: int) -> float:
@@ -324,7 +315,7 @@ def run_spec(spec: Spec) -> dict[str, Any]:
     model = build_model(cfg, spec.device)
     sample = make_batch(cfg, spec.batch, spec.size, spec.device)
     if spec.compile and not off:
-        compile_layers(model)
+        model.compile_layers()
     step: Callable[[], Any]
     if spec.workload == "train":
         optimizer = make_optimizer(model, fused="fused_adam" not in off)

@@ -153,8 +153,8 @@ class Linear(nn.Linear):
         return cached[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
-            return super().forward(x)  # other devices, autocast: plain F.linear
+        if x.device.type != "cpu" or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
+            return super().forward(x)  # other devices, autocast, torch.compile: plain F.linear
         rows = x.numel() // self.in_features
         onednn = self.onednn != "off" and x.dtype == torch.float32 and self.weight.dtype == torch.float32 \
             and _onednn_linear_available()

@@ -137,6 +137,7 @@ class ResNetStem(nn.Module):
 
     def _use_fused(self, images: torch.Tensor) -> bool:
         return (self.fused_inference and self.channels_last and not self.training and not torch.is_grad_enabled()
+                and not torch.compiler.is_compiling()  # torch.compile fuses the plain path itself
                 and images.device.type == "cpu" and images.dtype == torch.float32
                 and self.conv1.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
                 and onednn_conv_available())

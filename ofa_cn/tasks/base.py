@@ -55,6 +55,10 @@ class OFATaskConfig(FairseqDataclass):
         "help": "give freed memory back to the OS at once (glibc's default). Off: freed memory is kept for "
                 "reuse, which saves the page faults of re-allocating large tensors every step (27%% of a CPU "
                 "train step at 480 px) but holds the peak memory until the process exits (ofa_cn/malloc.py)"})
+    compile_layers: bool = field(default=False, metadata={
+        "help": "torch.compile the image stem and every transformer layer (OFAModel.compile_layers). Off by "
+                "default: slower on a 2-core CPU than the default path, and every new input shape pays "
+                "a compilation (minutes for base layers)"})
 
 
 class OFATask(FairseqTask):
@@ -85,6 +89,14 @@ class OFATask(FairseqTask):
         dictionary = build_dictionary(cfg.num_bins, cfg.code_dict_size)
         logger.info("dictionary: %d symbols", len(dictionary))
         return cls(cfg, dictionary)
+
+    def build_model(self, cfg, from_checkpoint: bool = False):
+        model = super().build_model(cfg, from_checkpoint)
+        if getattr(self.cfg, "compile_layers", False):  # absent in configs saved before it existed
+            model.compile_layers()
+            logger.info("torch.compile: image stem and %d + %d transformer layers (compiled on first use)",
+                        len(model.encoder.layers), len(model.decoder.layers))
+        return model
 
     @property
     def source_dictionary(self):
