@@ -39,9 +39,12 @@ from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
+from fairseq.optim import build_optimizer
+from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import ofa_cn.optim  # noqa: E402,F401  (registers fused_adam)
 from ofa_cn.criterion import label_smoothed_nll_loss  # noqa: E402
 from ofa_cn.generate import build_generator, generate  # noqa: E402
 from ofa_cn.malloc import keep_freed_memory  # noqa: E402
@@ -106,11 +109,12 @@ def build_model(cfg, device: str = "cpu", seed: int = 0) -> OFAModel:
     return copy.deepcopy(_BUILT[key]).to(device)
 
 
-def make_optimizer(model: OFAModel, fused: bool = True) -> torch.optim.Optimizer:
-    """Adam; fused = one kernel over all parameters (CPU and CUDA), else torch's per-tensor loop."""
-    if fused:
-        return torch.optim.Adam(model.parameters(), lr=1e-5, fused=True)
-    return torch.optim.Adam(model.parameters(), lr=1e-5, foreach=False)
+def make_optimizer(model: OFAModel, fused: bool = True):
+    """fairseq's Adam as the configs train with it: `fused_adam` (ofa_cn/optim.py, one kernel over
+    all parameters) or, unfused, fairseq's own `adam` (a Python loop over the tensors, as the original)."""
+    cfg = OmegaConf.create({"_name": "fused_adam" if fused else "adam", "lr": [1e-5], "adam_betas": "(0.9,0.999)",
+                            "adam_eps": 1e-8, "weight_decay": 0.01, "tpu": False})
+    return build_optimizer(cfg, list(model.parameters()))
 
 
 def make_batch(cfg, batch: int, image_size: int, device: str = "cpu", seed: int = 0) -> dict[str, Any]:
@@ -143,7 +147,7 @@ def train_step(model: OFAModel, optimizer: torch.optim.Optimizer, sample: dict[s
     loss = loss.sum() / loss.numel()
     loss.backward()
     optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad()  # FairseqOptimizer: gradients to None
     return float(loss.detach())
 
 
@@ -174,7 +178,7 @@ def generate_captions(model: OFAModel, generator, sample: dict[str, Any], dtype:
 SPEEDUPS = {
     "sdpa": ("train", "forward", "generate"),  # fused scaled_dot_product_attention
     "channels_last": ("train", "forward", "generate"),  # NHWC convolutions in the image stem
-    "fused_adam": ("train",),  # one Adam kernel over all parameters
+    "fused_adam": ("train",),  # fairseq's Adam update in one kernel over all parameters (ofa_cn/optim.py)
     "cross_memory": ("generate",),  # cross K/V once per sentence, kept across steps, beams grouped
     "incremental_self_bias": ("generate",),  # self position bias of the new position only
     "transposed_linear": ("generate",),  # W x^T for the few rows of a decoding step (CPU)

@@ -60,7 +60,7 @@ def train_cmd(task: str, data: Path, save_dir: Path, *extra: str, max_update: in
     return [*fairseq_train(), f"{data}/{prefix}_train.tsv,{data}/{prefix}_valid.tsv",
             "--user-dir", str(REPO / "ofa_cn"), "--task", task, *TINY_MODEL, "--patch-image-size", "64",
             "--criterion", "adjust_label_smoothed_cross_entropy", "--label-smoothing", "0.1",
-            "--optimizer", "adam", "--lr", "1e-3", "--batch-size", "4", "--max-update", str(max_update),
+            "--optimizer", "fused_adam", "--lr", "1e-3", "--batch-size", "4", "--max-update", str(max_update),
             "--save-dir", str(save_dir), "--cpu", "--num-workers", "0", "--seed", "5",
             "--ignore-unused-valid-subsets", "--log-format", "json", "--log-interval", "1",
             "--no-epoch-checkpoints", *valid_flags, "--best-checkpoint-metric", metric,

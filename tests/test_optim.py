@@ -1,0 +1,95 @@
+"""`--optimizer fused_adam` computes fairseq's `adam` update (eps before the bias correction,
+decoupled weight decay), keeps doing so across a state-dict round trip and when some parameters
+skip steps, and is built by fairseq from the same options as `adam`."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from fairseq import optim
+from omegaconf import OmegaConf
+
+from ofa_cn.optim import FusedFairseqAdam
+
+OPTIONS = dict(lr=[3e-2], adam_betas="(0.9, 0.98)", adam_eps=1e-3, weight_decay=0.05, tpu=False)
+
+
+def _cfg(name, **options):
+    """The optimizer section of a fairseq config, as a run's YAML or command line gives it."""
+    return OmegaConf.create({"_name": name, **OPTIONS, **options})
+
+
+def _params(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.nn.Parameter(torch.randn(*shape, generator=g)) for shape in ((7, 5), (11,), (3, 4, 2))]
+
+
+def _grads(step, params):
+    g = torch.Generator().manual_seed(100 + step)
+    return [torch.randn(p.shape, generator=g) for p in params]
+
+
+def _run(optimizer, params, steps, skip=lambda step, i: False, start=0):
+    for step in range(start, start + steps):
+        for i, (p, grad) in enumerate(zip(params, _grads(step, params))):
+            p.grad = None if skip(step, i) else grad * (1 + step)  # growing gradients: v keeps changing
+        optimizer.step()
+    return [p.detach().clone() for p in params]
+
+
+def _pair(**options):
+    ours, theirs = _params(), _params()
+    fused = optim.build_optimizer(_cfg("fused_adam", **options), ours)
+    plain = optim.build_optimizer(_cfg("adam", **options), theirs)
+    assert isinstance(fused, FusedFairseqAdam) and type(plain).__name__ == "FairseqAdam"
+    return (fused, ours), (plain, theirs)
+
+
+def test_matches_fairseq_adam():
+    (fused, ours), (plain, theirs) = _pair()
+    start = [p.detach().clone() for p in ours]
+    got, expected = _run(fused, ours, 6), _run(plain, theirs, 6)
+    for a, b, s in zip(got, expected, start):
+        assert (b - s).abs().max() > 0.05  # the steps moved the parameters; eps (1e-3) matters at v ~ 1e-2
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_eps_is_placed_as_fairseq_places_it():
+    # With one step and a huge eps the two placements differ by sqrt(1 - b2) = 0.14 in the update.
+    (fused, ours), (plain, theirs) = _pair(adam_eps=10.0, weight_decay=0.0)
+    start = ours[0].detach().clone()
+    got, expected = _run(fused, ours, 1), _run(plain, theirs, 1)
+    grad = _grads(0, ours)[0]
+    fairseq_update = -0.03 * (1 - 0.98) ** 0.5 / (1 - 0.9) * (0.1 * grad) / (((1 - 0.98) * grad**2).sqrt() + 10.0)
+    torch.testing.assert_close(got[0] - start, fairseq_update, rtol=1e-4, atol=1e-7)  # torch's placement: 14 % off
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-6, atol=1e-7)
+
+
+def test_parameters_that_skip_steps_keep_their_own_count():
+    skip = lambda step, i: (i == 1 and step in (0, 3)) or (i == 2 and step == 2)  # noqa: E731
+    (fused, ours), (plain, theirs) = _pair()
+    got, expected = _run(fused, ours, 6, skip), _run(plain, theirs, 6, skip)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert [int(fused.optimizer.state[p]["step"]) for p in ours] == [6, 4, 5]
+
+
+def test_resumes_from_its_state_dict():
+    (fused, ours), _ = _pair()
+    _run(fused, ours, 3)
+    saved = copy.deepcopy(fused.state_dict())
+    snapshot = [p.detach().clone() for p in ours]
+    continued = _run(fused, ours, 3, start=3)
+
+    params = [torch.nn.Parameter(p.clone()) for p in snapshot]
+    resumed = optim.build_optimizer(_cfg("fused_adam"), params)
+    resumed.load_state_dict(saved)
+    for a, b in zip(_run(resumed, params, 3, start=3), continued):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_options_adam_alone_has_are_refused():
+    with pytest.raises(ValueError, match="fp16_adam_stats, tpu and use_old_adam are options of optimizer adam"):
+        optim.build_optimizer(_cfg("fused_adam", fp16_adam_stats=True), _params())
