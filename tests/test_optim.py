@@ -21,14 +21,18 @@ def _cfg(name, **options):
     return OmegaConf.create({"_name": name, **OPTIONS, **options})
 
 
-def _params(seed=0):
+CUDA = pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                      reason="needs CUDA")])
+
+
+def _params(seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    return [torch.nn.Parameter(torch.randn(*shape, generator=g)) for shape in ((7, 5), (11,), (3, 4, 2))]
+    return [torch.nn.Parameter(torch.randn(*shape, generator=g).to(device)) for shape in ((7, 5), (11,), (3, 4, 2))]
 
 
 def _grads(step, params):
     g = torch.Generator().manual_seed(100 + step)
-    return [torch.randn(p.shape, generator=g) for p in params]
+    return [torch.randn(p.shape, generator=g).to(p.device) for p in params]
 
 
 def _run(optimizer, params, steps, skip=lambda step, i: False, start=0):
@@ -39,16 +43,18 @@ def _run(optimizer, params, steps, skip=lambda step, i: False, start=0):
     return [p.detach().clone() for p in params]
 
 
-def _pair(**options):
-    ours, theirs = _params(), _params()
+def _pair(device="cpu", **options):
+    ours, theirs = _params(device=device), _params(device=device)
     fused = optim.build_optimizer(_cfg("fused_adam", **options), ours)
     plain = optim.build_optimizer(_cfg("adam", **options), theirs)
     assert isinstance(fused, FusedFairseqAdam) and type(plain).__name__ == "FairseqAdam"
     return (fused, ours), (plain, theirs)
 
 
-def test_matches_fairseq_adam():
-    (fused, ours), (plain, theirs) = _pair()
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_matches_fairseq_adam(device):
+    (fused, ours), (plain, theirs) = _pair(device)
+    assert fused.optimizer.param_groups[0]["fused"]  # torch's one-kernel update, not its per-tensor loop
     start = [p.detach().clone() for p in ours]
     got, expected = _run(fused, ours, 6), _run(plain, theirs, 6)
     for a, b, s in zip(got, expected, start):
@@ -67,9 +73,10 @@ def test_eps_is_placed_as_fairseq_places_it():
     torch.testing.assert_close(got[0], expected[0], rtol=1e-6, atol=1e-7)
 
 
-def test_parameters_that_skip_steps_keep_their_own_count():
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_parameters_that_skip_steps_keep_their_own_count(device):
     skip = lambda step, i: (i == 1 and step in (0, 3)) or (i == 2 and step == 2)  # noqa: E731
-    (fused, ours), (plain, theirs) = _pair()
+    (fused, ours), (plain, theirs) = _pair(device)
     got, expected = _run(fused, ours, 6, skip), _run(plain, theirs, 6, skip)
     for a, b in zip(got, expected):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
