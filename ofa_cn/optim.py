@@ -104,6 +104,25 @@ class FusedFairseqAdam(FairseqAdam):
             for group in self.param_groups:
                 group["fairseq_eps"] = optimizer_overrides["eps"]
 
+    @torch.no_grad()
+    def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
+        """fairseq's clip_grad_norm_ (the norm of the per-tensor norms, then a scale by at most 1),
+        with the norms in one foreach call (23 vs 50 ms for a base model's gradients on a 2-core
+        CPU) and, on a CPU, without the multiplication when nothing is clipped (x * 1 is x: a pass
+        over every gradient for nothing, another 25 ms)."""
+        params = [p for p in self.params if p.grad is not None]
+        if not params or any(hasattr(p, "expert") for p in params):
+            return super().clip_grad_norm(max_norm, aggregate_norm_fn)  # fairseq's own rules for these
+        grads = [p.grad.detach() for p in params]
+        total_norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=True).float()
+        if aggregate_norm_fn is not None:
+            total_norm = aggregate_norm_fn(total_norm)
+        if max_norm > 0:
+            clip_coef = (float(max_norm) / (total_norm + 1e-6)).clamp_(max=1)
+            if total_norm.device.type != "cpu" or clip_coef.item() < 1:  # .item() would sync a GPU
+                torch._foreach_mul_(grads, clip_coef)
+        return total_norm
+
     @property
     def supports_memory_efficient_fp16(self):
         return False  # fairseq's Adam keeps fp32 moments for fp16 parameters; torch's keeps fp16 ones

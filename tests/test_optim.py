@@ -100,3 +100,27 @@ def test_resumes_from_its_state_dict():
 def test_options_adam_alone_has_are_refused():
     with pytest.raises(ValueError, match="fp16_adam_stats, tpu and use_old_adam are options of optimizer adam"):
         optim.build_optimizer(_cfg("fused_adam", fp16_adam_stats=True), _params())
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+@pytest.mark.parametrize("max_norm", [0.0, 0.5, 1e6])  # only the norm; clipped; not clipped
+def test_clip_grad_norm_matches_fairseq(max_norm, device):
+    from fairseq.utils import clip_grad_norm_
+
+    (fused, ours), (_, theirs) = _pair(device)
+    for params in (ours, theirs):
+        for p, grad in zip(params, _grads(0, params)):
+            p.grad = grad
+    ours[1].grad = None  # a parameter without a gradient this step
+    theirs[1].grad = None
+    norm = fused.clip_grad_norm(max_norm)
+    expected = clip_grad_norm_(theirs, max_norm)
+    torch.testing.assert_close(norm, expected, rtol=1e-6, atol=0)
+    assert float(norm) > 1
+    for a, b in zip(ours, theirs):
+        assert (a.grad is None) == (b.grad is None)
+        if a.grad is not None:
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=0)
+    if max_norm == 0.5:
+        assert float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in ours if p.grad is not None]))) \
+            == pytest.approx(0.5, rel=1e-5)
