@@ -12,7 +12,8 @@ correction and torch after it, so torch's formula with eps_t = eps / sqrt(1 - b2
 with m, v the same moving averages and t the parameter's step count. Results agree with `adam` to
 float rounding (tests/test_optim.py). The configuration fields are `adam`'s; the optimizer state
 is torch's (tensor step counts), so a run resumed across the two optimizers needs
---reset-optimizer, which fairseq asks for.
+--reset-optimizer, which fairseq asks for. --memory-efficient-fp16 needs `adam` (fairseq refuses
+this optimizer there: torch's kernel would keep fp16 moments for fp16 weights, fairseq's fp32).
 """
 
 from __future__ import annotations

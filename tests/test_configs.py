@@ -24,8 +24,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 import ofa_cn  # noqa: F401  (registers the tasks, the model and the criteria)
-from fairseq import tasks
+from fairseq import optim, tasks
 from fairseq.criterions import CRITERION_REGISTRY
+from fairseq.optim import OPTIMIZER_REGISTRY, MemoryEfficientFP16Optimizer
 from fairseq.dataclass.initialize import add_defaults, hydra_init
 from fairseq.dataclass.utils import omegaconf_no_object_check
 from fairseq.tasks import TASK_REGISTRY
@@ -184,6 +185,17 @@ def test_builds_task_model_criterion(path, built):
     assert model.cfg.encoder_embed_dim == 24 and model.cfg.decoder_layers == 1
     frozen = bool(raw.model.get("freeze_encoder_embedding")) or bool(raw.model.get("freeze_decoder_embedding"))
     assert model.encoder.embed_tokens.weight.requires_grad is not frozen
+
+    # Optimizer: builds as fairseq's trainer builds it, the memory-efficient fp16 wrapper included
+    # (it needs an optimizer that keeps fp32 moments for fp16 weights: adam, not fused_adam).
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    if cfg.common.memory_efficient_fp16 or cfg.common.memory_efficient_bf16:
+        optimizer = MemoryEfficientFP16Optimizer.build_optimizer(cfg, params)
+        assert optimizer.wrapped_optimizer.supports_memory_efficient_fp16
+    else:
+        optimizer = optim.build_optimizer(cfg.optimizer, params)
+    assert type(optimizer if not cfg.common.memory_efficient_fp16 else optimizer.wrapped_optimizer) \
+        is OPTIMIZER_REGISTRY[raw.optimizer._name]
 
     # Criterion: its hyper-parameters are the YAML's.
     if "label_smoothing" in raw.criterion:
