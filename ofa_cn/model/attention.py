@@ -121,7 +121,8 @@ class Linear(nn.Linear):
 
     Training (autograd on) in float32 on a CPU: the forward product runs through oneDNN unless
     `onednn` is "off" (1.04-1.2x faster than the default BLAS for encoder-sized products, 2.2x for
-    the output projection of a training batch; the backward products stay torch's).
+    the output projection of a training batch), and so do most backward products (see
+    `_OneDNNLinearFunction`). Under torch.compile, F.linear: the compiler picks the kernels.
 
     Without autograd, in float32 on a CPU with oneDNN, the product runs through oneDNN's matmul
     (`onednn`): "plain" hands it the weight as it is, except for layers with `pack_weight` set;
