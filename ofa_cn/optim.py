@@ -72,14 +72,14 @@ class FairseqAdamW(torch.optim.AdamW):
             beta2 = group["betas"][1]
             for t, params in params_at.items():
                 eps_t = group["fairseq_eps"] / math.sqrt(1 - beta2 ** t)
-                by_step.append({**group, "params": params, "eps": eps_t})
-                for p in params:
-                    self._steps_taken[p] = t
+                by_step.append({**group, "params": params, "eps": eps_t, "t": t})
         self.param_groups = by_step  # AdamW.step iterates self.param_groups
         try:
             super().step()
         finally:
             self.param_groups = groups
+        for group in by_step:  # after the step: a failed one leaves the counts as they were
+            self._steps_taken.update(dict.fromkeys(group["params"], group["t"]))
         return loss
 
 

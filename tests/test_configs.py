@@ -190,12 +190,10 @@ def test_builds_task_model_criterion(path, built):
     # (it needs an optimizer that keeps fp32 moments for fp16 weights: adam, not fused_adam).
     params = [torch.nn.Parameter(torch.zeros(3))]
     if cfg.common.memory_efficient_fp16 or cfg.common.memory_efficient_bf16:
-        optimizer = MemoryEfficientFP16Optimizer.build_optimizer(cfg, params)
-        assert optimizer.wrapped_optimizer.supports_memory_efficient_fp16
+        optimizer = MemoryEfficientFP16Optimizer.build_optimizer(cfg, params).wrapped_optimizer
     else:
         optimizer = optim.build_optimizer(cfg.optimizer, params)
-    assert type(optimizer if not cfg.common.memory_efficient_fp16 else optimizer.wrapped_optimizer) \
-        is OPTIMIZER_REGISTRY[raw.optimizer._name]
+    assert type(optimizer) is OPTIMIZER_REGISTRY[raw.optimizer._name]
 
     # Criterion: its hyper-parameters are the YAML's.
     if "label_smoothing" in raw.criterion:

@@ -75,10 +75,10 @@ def _onednn_linear_available() -> bool:
             and hasattr(torch.ops.mkldnn, "_reorder_linear_weight"))
 
 
-def _onednn_mm(a: torch.Tensor, b_t: torch.Tensor) -> torch.Tensor:
-    """a @ b_t^T through oneDNN's matmul. a [M, K], b_t [N, K] -> [M, N]; either may be a strided view
-    (a transpose costs no copy)."""
-    return torch.ops.mkldnn._linear_pointwise(a, b_t, None, "none", [], "")
+def _onednn_mm(a: torch.Tensor, b_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b_t^T (+ bias) through oneDNN's matmul. a [M, K], b_t [N, K] (plain or oneDNN-packed),
+    bias [N] -> [M, N]; a and a plain b_t may be strided views (a transpose costs no copy)."""
+    return torch.ops.mkldnn._linear_pointwise(a, b_t, bias, "none", [], "")
 
 
 class _OneDNNLinearFunction(torch.autograd.Function):
@@ -95,7 +95,7 @@ class _OneDNNLinearFunction(torch.autograd.Function):
         """x [N, in], weight [out, in], bias [out] or None -> [N, out]"""
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+        return _onednn_mm(x, weight, bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -168,7 +168,7 @@ class Linear(nn.Linear):
             packed = self.onednn == "packed" or self.pack_weight
             weight = self._packed_weight() if packed else self.weight.detach()
             bias = None if self.bias is None else self.bias.detach()
-            out = torch.ops.mkldnn._linear_pointwise(x.reshape(rows, self.in_features), weight, bias, "none", [], "")
+            out = _onednn_mm(x.reshape(rows, self.in_features), weight, bias)
             return out.view(*x.shape[:-1], self.out_features)
         lo, hi = self.transposed_rows
         if not lo <= rows <= hi:
