@@ -153,16 +153,23 @@ class Linear(nn.Linear):
             self.__dict__["_onednn_packed"] = cached
         return cached[1]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """x [..., in] -> [..., out]
+
+        weight: for autograd, an alias of `self.weight` (same values) to take its gradient
+            through instead (the tied output projection: `TokenEmbedding.projection_weight`).
+        """
+        if weight is None or not torch.is_grad_enabled():
+            weight = self.weight  # without autograd an alias changes nothing, and the cache is keyed on the parameter
         if x.device.type != "cpu" or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
-            return super().forward(x)  # other devices, autocast, torch.compile: plain F.linear
+            return F.linear(x, weight, self.bias)  # other devices, autocast, torch.compile: plain F.linear
         rows = x.numel() // self.in_features
-        onednn = self.onednn != "off" and x.dtype == torch.float32 and self.weight.dtype == torch.float32 \
+        onednn = self.onednn != "off" and x.dtype == torch.float32 and weight.dtype == torch.float32 \
             and _onednn_linear_available()
         if torch.is_grad_enabled():
             if not onednn:
-                return super().forward(x)
-            out = _OneDNNLinearFunction.apply(x.reshape(rows, self.in_features), self.weight, self.bias)
+                return F.linear(x, weight, self.bias)
+            out = _OneDNNLinearFunction.apply(x.reshape(rows, self.in_features), weight, self.bias)
             return out.view(*x.shape[:-1], self.out_features)
         if onednn:
             packed = self.onednn == "packed" or self.pack_weight

@@ -202,7 +202,8 @@ class Decoder(nn.Module):
 
     def forward(self, prev_output_tokens: torch.Tensor, encoder_out: EncoderOutput,
                 incremental_state: dict[str, Any] | None = None, features_only: bool = False,
-                return_all_hiddens: bool = False, code_masks: torch.Tensor | None = None, **unused):
+                return_all_hiddens: bool = False, code_masks: torch.Tensor | None = None,
+                output_weight: torch.Tensor | None = None, **unused):
         """Decode.
 
         Args:
@@ -214,6 +215,8 @@ class Decoder(nn.Module):
             features_only: return hidden states [B, T, D] instead of logits.
             code_masks: [B] bool, True = the row's target is image codes (image infilling); those
                 rows use the image positions, biases and embedding norm. None = all text.
+            output_weight: the output projection's weight as the caller's autograd should see it
+                (an alias of the tied embedding, `TokenEmbedding.projection_weight`); None: its own.
         Returns:
             logits [B, T', V] (T' = 1 when incremental) and {"attn": [None], "inner_states": [...]}.
         Raises:
@@ -290,7 +293,7 @@ class Decoder(nn.Module):
             cache["self_kv"] = new_self_kv
         x = self.layer_norm(x)
         if not features_only:
-            x = self.output_projection(x)
+            x = self.output_projection(x, weight=output_weight)
         return x, {"attn": [None], "inner_states": inner_states}  # embeddings + every layer, before the final norm
 
     @staticmethod

@@ -7,6 +7,14 @@ output projection's dense gradient directly: for base on a 2-core CPU that saves
 and adds, ~5 % of a training step. The parameter's final gradient is always dense: a hook
 densifies it in the rare case no dense gradient reached it (e.g. a features-only pass), since
 optimizers, gradient clipping and DDP expect dense gradients.
+
+Autograd adds a sparse gradient into a dense one in place only when the sparse one arrives first;
+the projection's gradient comes first (its backward runs first), so each lookup's rows cost a
+93 MB copy of it. `projection_weight` reverses the order: the projection takes the weight through
+an identity node made before the lookups, and autograd, which runs the most recently made ready
+node first, runs that node last. Then the dense gradient meets the lookups' rows last and takes
+them in place (base, 2-core CPU: 2 x 22-130 ms less per training step). Only the order of the
+additions changes, not what is added.
 """
 
 from __future__ import annotations
@@ -20,14 +28,39 @@ def _densify(param: torch.Tensor) -> None:
         param.grad = param.grad.to_dense()
 
 
+class _GradLast(torch.autograd.Function):
+    """The identity; made before the lookups, autograd runs its backward after theirs."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor) -> torch.Tensor:
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
 class TokenEmbedding(nn.Embedding):
     """nn.Embedding (same parameter, same results) whose lookups have a sparse gradient on CPU."""
 
     sparse_grad = True  # scripts/benchmark.py switches it off for its reference path
 
+    def _sparse_lookups(self) -> bool:
+        weight = self.weight
+        return self.sparse_grad and torch.is_grad_enabled() and weight.requires_grad and weight.device.type == "cpu"
+
+    def projection_weight(self) -> torch.Tensor | None:
+        """The weight for the tied output projection of one training pass, or None for `self.weight`.
+
+        Call it before the pass's first lookup. While the lookups' gradients are sparse, it is the
+        weight through an identity node, so that the projection's dense gradient reaches the
+        parameter after the lookups' rows and adds them in place (see the module docstring).
+        """
+        return _GradLast.apply(self.weight) if self._sparse_lookups() else None
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         weight = self.weight
-        if not (self.sparse_grad and torch.is_grad_enabled() and weight.requires_grad and weight.device.type == "cpu"):
+        if not self._sparse_lookups():
             return super().forward(tokens)
         # once per parameter object (a deepcopy keeps attributes but drops hooks, hence the id)
         if getattr(weight, "_ofa_densify_hook", None) != id(weight):

@@ -187,10 +187,16 @@ class OFAModel(FairseqEncoderDecoderModel):
         code_masks: [B] bool or None; True = the row's target is image codes (pretraining's image
         infilling), decoded with the image positions (see `Decoder.forward`).
         """
+        output_weight = None  # made before the encoder's lookup: see TokenEmbedding.projection_weight
+        embedding = self.decoder.embed_tokens
+        if not features_only and isinstance(embedding, TokenEmbedding) \
+                and self.decoder.output_projection.weight is embedding.weight:
+            output_weight = embedding.projection_weight()
         encoder_out = self.encoder(src_tokens, src_lengths, patch_images=patch_images, patch_masks=patch_masks,
                                    return_all_hiddens=return_all_hiddens, sample_patch_num=sample_patch_num)
         logits, extra = self.decoder(prev_output_tokens, encoder_out=encoder_out, features_only=features_only,
-                                     return_all_hiddens=return_all_hiddens, code_masks=code_masks)
+                                     return_all_hiddens=return_all_hiddens, code_masks=code_masks,
+                                     output_weight=output_weight)
         extra["encoder_out"] = encoder_out
         return logits, extra
 

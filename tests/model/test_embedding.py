@@ -1,5 +1,6 @@
-"""The token embedding's sparse lookup gradients give the same gradients as dense ones, and the
-parameter's gradient is always dense (what optimizers, clipping and DDP expect)."""
+"""The token embedding's sparse lookup gradients give the same gradients as dense ones, the
+parameter's gradient is always dense (what optimizers, clipping and DDP expect), and the lookups'
+rows are added into the output projection's gradient without copying it."""
 
 from __future__ import annotations
 
@@ -64,3 +65,39 @@ def test_evaluation_uses_the_plain_lookup():
     with torch.no_grad():
         assert torch.equal(emb(tokens), nn.functional.embedding(tokens, emb.weight, 1))
     assert getattr(emb.weight, "_ofa_densify_hook", None) is None  # no hook without autograd
+
+
+def _copies_of_the_tied_gradient(model) -> int:
+    """[V, D] copies during one training backward (autograd's out-of-place dense + sparse adds)."""
+    from torch.profiler import ProfilerActivity, profile
+    vocab, dim = model.decoder.output_projection.weight.shape
+    model.zero_grad(set_to_none=True)
+    out, _ = model(**batch())
+    loss = (out.float() ** 2).mean()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        loss.backward()
+    return sum(1 for e in prof.events() if e.name == "aten::copy_" and e.input_shapes
+               and e.input_shapes[0] == [vocab, dim])
+
+
+def test_the_lookups_rows_are_added_into_the_projection_gradient_in_place(monkeypatch):
+    """The projection's dense gradient reaches the parameter last, so the lookups' rows need no
+    copy of it; with the projection on the parameter itself, each lookup costs one copy."""
+    model = randomize_(OFAModel.from_config(tiny_config(dropout=0.0)), seed=2).train()
+    with_alias = grads(model)
+    assert _copies_of_the_tied_gradient(model) == 0
+    monkeypatch.setattr(TokenEmbedding, "projection_weight", lambda self: None)
+    assert _copies_of_the_tied_gradient(model) == 2  # what the alias saves: V x D, twice
+    without_alias = grads(model)
+    assert with_alias.keys() == without_alias.keys()
+    for name in with_alias:  # the same sums, added in another order
+        torch.testing.assert_close(with_alias[name], without_alias[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_projection_weight_is_the_parameter_without_sparse_lookups():
+    emb = TokenEmbedding(10, 4, padding_idx=1)
+    assert emb.projection_weight() is not None
+    with torch.no_grad():
+        assert emb.projection_weight() is None  # nothing to order without autograd
+    emb.sparse_grad = False
+    assert emb.projection_weight() is None
