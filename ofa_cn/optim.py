@@ -10,7 +10,12 @@ correction and torch after it, so torch's formula with eps_t = eps / sqrt(1 - b2
     torch:    p <- p (1 - lr wd) - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps_t)
 
 with m, v the same moving averages and t the parameter's step count. Results agree with `adam` to
-float rounding (tests/test_optim.py). The configuration fields are `adam`'s; the optimizer state
+float rounding (tests/test_optim.py).
+
+fairseq's trainer scales the gradients twice before the step: by 1 / sample size
+(`multiply_grads`) and by the clip coefficient. Each is a pass over every gradient (base, 2-core
+CPU: ~20 ms each). This optimizer keeps both as one pending factor, as fairseq's FP16Optimizer
+does with its loss scale, and hands it to the fused kernel as its gradient scale: no pass at all. The configuration fields are `adam`'s; the optimizer state
 is torch's (tensor step counts), so a run resumed across the two optimizers needs
 --reset-optimizer, which fairseq asks for. --memory-efficient-fp16 needs `adam` (fairseq refuses
 this optimizer there: torch's kernel would keep fp16 moments for fp16 weights, fairseq's fp32).
@@ -98,6 +103,44 @@ class FusedFairseqAdam(FairseqAdam):
                              "optimizer adam only; use --optimizer adam for them")
         super(FairseqAdam, self).__init__(cfg)  # FairseqOptimizer's: FairseqAdam's would build its own Adam
         self._optimizer = FairseqAdamW(params, **self.optimizer_config)
+        self._grad_factor: float | torch.Tensor = 1.0  # what the gradients are still to be multiplied by
+
+    def multiply_grads(self, c):
+        """Multiply the gradients by c (a number or a scalar tensor), lazily: in the next step.
+        Until then `p.grad` is not multiplied; `clip_grad_norm` and `step` take the factor into
+        account, and fairseq's trainer reads the gradients through them only."""
+        self._grad_factor = self._grad_factor * c
+
+    def _pending_factor(self) -> float | torch.Tensor | None:
+        factor = self._grad_factor
+        return factor if torch.is_tensor(factor) or factor != 1.0 else None
+
+    def _apply_pending_factor(self) -> None:
+        factor = self._pending_factor()
+        if factor is not None:
+            super().multiply_grads(factor)
+            self._grad_factor = 1.0
+
+    def step(self, closure=None, scale=1.0, groups=None):
+        """The update with the gradients divided by `scale` (and multiplied by the pending factor)."""
+        if scale != 1.0:
+            self.multiply_grads(1.0 / scale)
+        factor = self._pending_factor()
+        if factor is None or not all(group["fused"] for group in self._optimizer.param_groups):
+            self._apply_pending_factor()  # the unfused AdamW has no gradient scale
+            return self._optimizer.step(closure)
+        grad_scale = torch.as_tensor(factor, dtype=torch.float32)
+        self._optimizer.grad_scale = grad_scale.reciprocal()  # the fused kernel divides by it
+        try:
+            result = self._optimizer.step(closure)
+        finally:
+            del self._optimizer.grad_scale
+        self._grad_factor = 1.0
+        return result
+
+    def zero_grad(self):
+        super().zero_grad()
+        self._grad_factor = 1.0
 
     def load_state_dict(self, state_dict, optimizer_overrides=None):
         super().load_state_dict(state_dict, optimizer_overrides)
@@ -109,19 +152,21 @@ class FusedFairseqAdam(FairseqAdam):
     def clip_grad_norm(self, max_norm, aggregate_norm_fn=None):
         """fairseq's clip_grad_norm_ (the norm of the per-tensor norms, then a scale by at most 1),
         with the norms in one foreach call (23 vs 50 ms for a base model's gradients on a 2-core
-        CPU) and, on a CPU, without the multiplication when nothing is clipped (x * 1 is x: a pass
-        over every gradient for nothing, another 25 ms)."""
+        CPU) and the scale joining the pending factor (see `multiply_grads`)."""
         params = [p for p in self.params if p.grad is not None]
         if not params or any(hasattr(p, "expert") for p in params):
+            self._apply_pending_factor()
             return super().clip_grad_norm(max_norm, aggregate_norm_fn)  # fairseq's own rules for these
         grads = [p.grad.detach() for p in params]
         total_norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, foreach=True).float()
+        factor = self._pending_factor()
+        if factor is not None:  # |c g| = |c| |g|; fairseq's factors are positive
+            total_norm = total_norm * torch.as_tensor(factor, dtype=torch.float32, device=total_norm.device)
         if aggregate_norm_fn is not None:
             total_norm = aggregate_norm_fn(total_norm)
         if max_norm > 0:
             clip_coef = (float(max_norm) / (total_norm + 1e-6)).clamp_(max=1)
-            if total_norm.device.type != "cpu" or clip_coef.item() < 1:  # .item() would sync a GPU
-                torch._foreach_mul_(grads, clip_coef)
+            self.multiply_grads(clip_coef)
         return total_norm
 
     @property

@@ -102,25 +102,64 @@ def test_options_adam_alone_has_are_refused():
         optim.build_optimizer(_cfg("fused_adam", fp16_adam_stats=True), _params())
 
 
+def _set_grads(params, step=0):
+    for p, grad in zip(params, _grads(step, params)):
+        p.grad = grad
+    params[1].grad = None  # a parameter without a gradient this step
+
+
 @pytest.mark.parametrize("device", ["cpu", CUDA])
 @pytest.mark.parametrize("max_norm", [0.0, 0.5, 1e6])  # only the norm; clipped; not clipped
-def test_clip_grad_norm_matches_fairseq(max_norm, device):
+@pytest.mark.parametrize("factor", [0.25, torch.tensor(0.25)])  # fairseq's 1 / sample size: a number or a tensor
+def test_the_trainers_scale_clip_and_step_match_fairseq(max_norm, factor, device):
+    """multiply_grads, clip_grad_norm, step: the trainer's sequence gives fairseq adam's norm and
+    update, while the gradients themselves are left as they are (both scales join the step)."""
     from fairseq.utils import clip_grad_norm_
 
-    (fused, ours), (_, theirs) = _pair(device)
-    for params in (ours, theirs):
-        for p, grad in zip(params, _grads(0, params)):
-            p.grad = grad
-    ours[1].grad = None  # a parameter without a gradient this step
-    theirs[1].grad = None
+    (fused, ours), (plain, theirs) = _pair(device)
+    _set_grads(ours)
+    _set_grads(theirs)
+    before = [None if p.grad is None else p.grad.clone() for p in ours]
+    start = [p.detach().clone() for p in ours]
+    fused.multiply_grads(factor)
+    plain.multiply_grads(factor)
     norm = fused.clip_grad_norm(max_norm)
     expected = clip_grad_norm_(theirs, max_norm)
     torch.testing.assert_close(norm, expected, rtol=1e-6, atol=0)
     assert float(norm) > 1
+    for p, grad in zip(ours, before):  # no pass over the gradients yet
+        assert (p.grad is None) == (grad is None) and (grad is None or torch.equal(p.grad, grad))
+    fused.step()
+    plain.step()
+    for a, b, s in zip(ours, theirs, start):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    moved = [float((a - s).abs().max()) for a, s in zip(ours, start)]
+    assert moved[1] == 0 and min(moved[0], moved[2]) > 1e-3
+
+
+@pytest.mark.parametrize("fused_kernel", [True, False])
+def test_a_pending_factor_is_applied_once_and_dropped_by_zero_grad(fused_kernel):
+    (fused, ours), (plain, theirs) = _pair()
+    for group in fused.optimizer.param_groups:
+        group["fused"] = fused_kernel  # False: torch's foreach AdamW, which takes no gradient scale
+    fused.multiply_grads(3.0)
+    fused.zero_grad()  # a skipped update (fairseq: overflow, OOM) forgets the factor with the gradients
+    for step in range(2):
+        for optimizer, params in ((fused, ours), (plain, theirs)):
+            _set_grads(params, step)
+            optimizer.multiply_grads(0.5)
+            optimizer.clip_grad_norm(1.0)
+            optimizer.step()
+            optimizer.zero_grad()
     for a, b in zip(ours, theirs):
-        assert (a.grad is None) == (b.grad is None)
-        if a.grad is not None:
-            torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=0)
-    if max_norm == 0.5:
-        assert float(torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in ours if p.grad is not None]))) \
-            == pytest.approx(0.5, rel=1e-5)
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_step_with_scale_divides_the_gradients():
+    (fused, ours), (plain, theirs) = _pair()
+    _set_grads(ours)
+    _set_grads(theirs)
+    fused.step(scale=4.0)
+    plain.step(scale=4.0)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
