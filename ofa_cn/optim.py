@@ -10,15 +10,15 @@ correction and torch after it, so torch's formula with eps_t = eps / sqrt(1 - b2
     torch:    p <- p (1 - lr wd) - lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps_t)
 
 with m, v the same moving averages and t the parameter's step count. Results agree with `adam` to
-float rounding (tests/test_optim.py).
+float rounding (tests/test_optim.py). The configuration fields are `adam`'s; the optimizer state
+is torch's (tensor step counts), so a run resumed across the two optimizers needs
+--reset-optimizer, which fairseq asks for. --memory-efficient-fp16 needs `adam` (fairseq refuses
+this optimizer there: torch's kernel would keep fp16 moments for fp16 weights, fairseq's fp32).
 
 fairseq's trainer scales the gradients twice before the step: by 1 / sample size
 (`multiply_grads`) and by the clip coefficient. Each is a pass over every gradient (base, 2-core
 CPU: ~20 ms each). This optimizer keeps both as one pending factor, as fairseq's FP16Optimizer
-does with its loss scale, and hands it to the fused kernel as its gradient scale: no pass at all. The configuration fields are `adam`'s; the optimizer state
-is torch's (tensor step counts), so a run resumed across the two optimizers needs
---reset-optimizer, which fairseq asks for. --memory-efficient-fp16 needs `adam` (fairseq refuses
-this optimizer there: torch's kernel would keep fp16 moments for fp16 weights, fairseq's fp32).
+does with its loss scale, and hands it to the fused kernel as its gradient scale: no pass at all.
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ class Linear(nn.Linear):
             through instead (the tied output projection: `TokenEmbedding.projection_weight`).
         """
         if weight is None or not torch.is_grad_enabled():
-            weight = self.weight  # without autograd an alias changes nothing, and the cache is keyed on the parameter
+            weight = self.weight  # no autograd: an alias changes nothing (and the cache is the parameter's)
         if x.device.type != "cpu" or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling():
             return F.linear(x, weight, self.bias)  # other devices, autocast, torch.compile: plain F.linear
         rows = x.numel() // self.in_features

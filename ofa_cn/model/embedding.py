@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 def _densify(param: torch.Tensor) -> None:
     if param.grad is not None and param.grad.is_sparse:
         param.grad = param.grad.to_dense()
@@ -47,7 +48,8 @@ class TokenEmbedding(nn.Embedding):
 
     def _sparse_lookups(self) -> bool:
         weight = self.weight
-        return self.sparse_grad and torch.is_grad_enabled() and weight.requires_grad and weight.device.type == "cpu"
+        return (self.sparse_grad and torch.is_grad_enabled() and weight.requires_grad
+                and weight.device.type == "cpu")
 
     def projection_weight(self) -> torch.Tensor | None:
         """The weight for the tied output projection of one training pass, or None for `self.weight`.
