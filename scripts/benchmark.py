@@ -11,6 +11,8 @@ softmax(q k^T s + bias) v attention and every speed-up of `ofa_cn.model` switche
 median/min/max seconds over --reps repetitions after warm-up, throughput, peak memory (peak RSS
 on CPU, torch.cuda.max_memory_allocated on GPU), the time ratio default/reference, whether both
 paths computed the same thing, and the original OFA's numbers on the same 2-core CPU class.
+A shared VM drifts by tens of percent within minutes; `--rounds N` runs each pair N times, the
+path that goes first alternating, pools each path's repetitions and prints the ratio per round.
 
 Workloads (batch of caption prompts, random pixels, random targets of 20 tokens):
     train     forward + backward + Adam step, label-smoothed CE (0.1), --batch rows
@@ -373,6 +375,23 @@ def run_in_subprocess(spec: Spec) -> dict[str, Any]:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def pool_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One spec's results from several rounds as one: all repetitions' times together (median,
+    min, max and the rates from those), the highest peak memory, the first round's check value,
+    and each round's median under "round_medians"."""
+    first = rounds[0]
+    times = [t for r in rounds for t in r["times"]]
+    median = statistics.median(times)
+    return {
+        **first, "times": times, "median": median, "min": min(times), "max": max(times),
+        "throughput": first["batch"] / median, "seconds_per_image": median / first["batch"],
+        "peak_memory_gib": max(r["peak_memory_gib"] for r in rounds),
+        "tflops_per_s": first["flops"] / median / 1e12 if first["flops"] else None,
+        "load_average": [first["load_average"][0], rounds[-1]["load_average"][1]],
+        "round_medians": [r["median"] for r in rounds],
+    }
+
+
 # --- comparison and report ---
 
 def agreement(default: dict[str, Any], reference: dict[str, Any]) -> str:
@@ -408,6 +427,9 @@ def report(results: list[dict[str, Any]], peak: float | None) -> list[dict[str, 
         if d is not None and ref is not None:
             row["default_over_reference"] = d["median"] / ref["median"]
             row["agreement"] = agreement(d, ref)
+            if len(d.get("round_medians", ())) > 1:
+                row["default_over_reference_by_round"] = [
+                    a / b for a, b in zip(d["round_medians"], ref["round_medians"])]
         for name, r in paths.items():
             r["mfu"] = r["tflops_per_s"] / peak if peak and r["tflops_per_s"] else None
             line = (f"{key[0]:12} {key[1]:8} {key[2]:>2} {key[3]:>4} {name:9} {r['median']:7.3f} {r['min']:7.3f} "
@@ -430,6 +452,11 @@ def report(results: list[dict[str, Any]], peak: float | None) -> list[dict[str, 
         rows.append(row)
     print("def/ref: median time default / reference (< 1: default faster). vs orig: our throughput / the "
           "original OFA's (same batch). load: 1-min load average before/after (> threads: timings skewed).")
+    for row in rows:
+        if "default_over_reference_by_round" in row:
+            ratios = row["default_over_reference_by_round"]
+            print(f"def/ref by round, {row['arch']} {row['workload']} b{row['batch']} {row['size']}px: "
+                  + " ".join(f"{x:.2f}" for x in ratios) + f" (median {statistics.median(ratios):.2f})")
     return rows
 
 
@@ -472,6 +499,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=4, help="rows of the train and forward batches")
     parser.add_argument("--gen-batches", default="1,4", help="batch sizes of the generate workload")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions (>= 5 for the report)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run each default/reference pair this many times, alternating which goes "
+                             "first, and pool the repetitions (a noisy machine: 3 or more)")
     parser.add_argument("--warmup", type=int, help="untimed calls first, the first of which is compared "
                                                    "(default 2: the first steps also grow the heap; "
                                                    "3 with --compile)")
@@ -519,14 +549,22 @@ def main(argv: list[str] | None = None) -> None:
                     for path, off in (ablation_stages(workload) if args.ablation else [(p, None) for p in paths]):
                         specs.append(Spec(arch, workload, batch, size, path, args.reps, warmup,
                                           args.device, args.dtype, args.compile, args.threads, off=off, onednn=args.onednn))
+    if args.rounds < 1:
+        parser.error(f"--rounds takes a count of 1 or more, got {args.rounds}")
     isolate = not gpu if args.isolate is None else args.isolate
-    results = []
-    for spec in specs:
-        start = time.perf_counter()
-        results.append(run_in_subprocess(spec) if isolate else run_spec(spec))
-        r = results[-1]
-        logger.info("%s %s b%d %dpx %s: median %.3f s (%.0f s with start-up)", spec.arch, spec.workload,
-                    spec.batch, spec.size, spec.path, r["median"], time.perf_counter() - start)
+    groups: dict[tuple, list[int]] = {}  # the specs of one table row (its paths or ablation stages)
+    for i, spec in enumerate(specs):
+        groups.setdefault((spec.arch, spec.workload, spec.batch, spec.size), []).append(i)
+    rounds: list[list[dict[str, Any]]] = [[] for _ in specs]
+    for round_ in range(args.rounds):
+        for indices in groups.values():
+            for i in indices if round_ % 2 == 0 else indices[::-1]:
+                spec, start = specs[i], time.perf_counter()
+                rounds[i].append(run_in_subprocess(spec) if isolate else run_spec(spec))
+                logger.info("%s %s b%d %dpx %s%s: median %.3f s (%.0f s with start-up)", spec.arch, spec.workload,
+                            spec.batch, spec.size, spec.path, f" round {round_ + 1}" if args.rounds > 1 else "",
+                            rounds[i][-1]["median"], time.perf_counter() - start)
+    results = [pool_rounds(r) for r in rounds]
     peak = peak_tflops(args.device, args.peak_tflops)
     pairs = report(results, peak)
     if args.ablation:
