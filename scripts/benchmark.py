@@ -184,7 +184,7 @@ SPEEDUPS = {
     "cross_memory": ("generate",),  # cross K/V once per sentence, kept across steps, beams grouped
     "incremental_self_bias": ("generate",),  # self position bias of the new position only
     "transposed_linear": ("generate",),  # W x^T for the few rows of a decoding step (CPU)
-    "onednn_linear": ("train", "forward", "generate"),  # oneDNN matmul for linears (CPU, fp32; training: forward only)
+    "onednn_linear": ("train", "forward", "generate"),  # oneDNN matmul for linears, backward too (CPU, fp32)
     "sparse_embedding_grad": ("train",),  # token lookups add their rows, no dense V x D buffers (CPU)
     "keep_freed_memory": ("train", "forward", "generate"),  # glibc reuses freed blocks: no page faults
     "fused_resnet": ("forward", "generate"),  # image stem: BatchNorm folded into oneDNN convs (CPU, fp32)
@@ -304,6 +304,14 @@ def _peak_memory_gib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+def timing_summary(times: list[float], batch: int, flops: float | None) -> dict[str, Any]:
+    """Repetition times (s) -> median, min, max and the rates of the median."""
+    median = statistics.median(times)
+    return {"times": times, "median": median, "min": min(times), "max": max(times),
+            "throughput": batch / median, "seconds_per_image": median / batch,
+            "tflops_per_s": flops / median / 1e12 if flops else None}
+
+
 def run_spec(spec: Spec) -> dict[str, Any]:
     """Build, warm up and time one workload on one path. -> its results."""
     if spec.threads:
@@ -350,14 +358,11 @@ def run_spec(spec: Spec) -> dict[str, Any]:
         check: Any = first.float().flatten()[:: max(1, first.numel() // 4096)].tolist()  # a strided sample
     else:
         check = first
-    median = statistics.median(times)
     flops = workload_flops(cfg, spec.workload, spec.batch, spec.size)
     return {
-        **spec.__dict__, "times": times, "median": median, "min": min(times), "max": max(times),
-        "throughput": spec.batch / median,
+        **spec.__dict__, **timing_summary(times, spec.batch, flops),
         "unit": "images/s" if spec.workload == "generate" else "samples/s",
-        "seconds_per_image": median / spec.batch, "peak_memory_gib": _peak_memory_gib(spec.device),
-        "flops": flops, "tflops_per_s": flops / median / 1e12 if flops else None, "check": check,
+        "peak_memory_gib": _peak_memory_gib(spec.device), "flops": flops, "check": check,
         "torch": torch.__version__, "num_threads": torch.get_num_threads(),
         "load_average": [load_before, os.getloadavg()[0]],  # other processes on the CPU skew timings
         "device_name": (torch.cuda.get_device_name() if torch.device(spec.device).type == "cuda"
@@ -380,13 +385,9 @@ def pool_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     min, max and the rates from those), the highest peak memory, the first round's check value,
     and each round's median under "round_medians"."""
     first = rounds[0]
-    times = [t for r in rounds for t in r["times"]]
-    median = statistics.median(times)
     return {
-        **first, "times": times, "median": median, "min": min(times), "max": max(times),
-        "throughput": first["batch"] / median, "seconds_per_image": median / first["batch"],
+        **first, **timing_summary([t for r in rounds for t in r["times"]], first["batch"], first["flops"]),
         "peak_memory_gib": max(r["peak_memory_gib"] for r in rounds),
-        "tflops_per_s": first["flops"] / median / 1e12 if first["flops"] else None,
         "load_average": [first["load_average"][0], rounds[-1]["load_average"][1]],
         "round_medians": [r["median"] for r in rounds],
     }
@@ -547,8 +548,8 @@ def main(argv: list[str] | None = None) -> None:
                 batches = [int(b) for b in args.gen_batches.split(",")] if workload == "generate" else [args.batch]
                 for batch in batches:
                     for path, off in (ablation_stages(workload) if args.ablation else [(p, None) for p in paths]):
-                        specs.append(Spec(arch, workload, batch, size, path, args.reps, warmup,
-                                          args.device, args.dtype, args.compile, args.threads, off=off, onednn=args.onednn))
+                        specs.append(Spec(arch, workload, batch, size, path, args.reps, warmup, args.device,
+                                          args.dtype, args.compile, args.threads, off=off, onednn=args.onednn))
     if args.rounds < 1:
         parser.error(f"--rounds takes a count of 1 or more, got {args.rounds}")
     isolate = not gpu if args.isolate is None else args.isolate
