@@ -12,6 +12,7 @@ with factor 2 in every released model (so 1/sqrt(128) for d_head 64). It runs th
 `torch.nn.functional.scaled_dot_product_attention` with the bias as a float mask and an explicit
 scale, so fused kernels apply, except when training on a CPU (see `_needs_bias_grad_on_cpu`);
 `eager_attention` is the plain formula, also the reference that `scripts/benchmark.py` times against.
+A full pass of cross-attention runs in the folded order of `folded_attention.py` instead.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .folded_attention import folded_attention, folding_saves_work
 
 _BACKEND = "sdpa"
 
@@ -227,7 +230,6 @@ class MultiheadAttention(nn.Module):
     def attend(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                bias: torch.Tensor | None) -> torch.Tensor:
         """Queries from x [B, T, D] against cached k, v [B, H, S, d]; bias [.., T, S]. -> [B, T, D]"""
-        B, T, D = x.shape
         q = self._split(self.q_proj(x))  # [B, H, T, d]
         p = self.dropout if self.training else 0.0
         if _BACKEND == "sdpa" and not _needs_bias_grad_on_cpu(bias, q):
@@ -235,13 +237,30 @@ class MultiheadAttention(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=self.scaling)
         else:
             out = eager_attention(q, k, v, bias, self.scaling, p)
+        return self._merge_heads(out)
+
+    def _merge_heads(self, out: torch.Tensor) -> torch.Tensor:
+        """Per-head outputs [B, H, T, d] -> scaled per head, concatenated, projected: [B, T, D]"""
+        B, H, T, d = out.shape
         if self.c_attn is not None:
             out = out * self.c_attn.view(1, -1, 1, 1).to(out.dtype)  # per-head output scale
-        out = out.transpose(1, 2).reshape(B, T, D)  # [B, T, D]
+        out = out.transpose(1, 2).reshape(B, T, H * d)  # [B, T, D]
         return self.out_proj(out)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
-        """Attention of x [B, T, D] over y [B, S, kdim] (y = x for self-attention). -> [B, T, D]"""
+        """Attention of x [B, T, D] over y [B, S, kdim] (y = x for self-attention). -> [B, T, D]
+
+        Cross-attention (y given) with few queries over many keys runs in the folded order
+        (`folded_attention`: no key/value projections; same result up to float rounding), except
+        under `attention_backend("eager")`, the original's order.
+        """
+        if (y is not None and _BACKEND == "sdpa"
+                and folding_saves_work(x.size(1), y.size(1), x.size(2), y.size(2), self.num_heads)):
+            q = self._split(self.q_proj(x))  # [B, H, T, d]
+            p = self.dropout if self.training else 0.0
+            out = folded_attention(q, y, self.k_proj.weight, self.k_proj.bias, self.v_proj.weight,
+                                   self.v_proj.bias, bias, self.scaling, p)
+            return self._merge_heads(out)
         k, v = self.project_kv(x if y is None else y)
         return self.attend(x, k, v, bias)

@@ -240,10 +240,10 @@ class Decoder(nn.Module):
                 cache["cross"] = self._cross_memory(encoder_out)
             memory: CrossMemory = cache["cross"]
             cross_group = memory.group_size(allow_groups=new_tokens.size(1) == 1)
-            cross_kv = memory.kv
+            cross = memory.kv  # per layer: keys, values
             cross_bias = self._cross_position_bias(q_pos, memory.pos_k, memory.pad)  # [U|1, H, T', S]
         else:
-            cross_kv = self._cross_kv(encoder_out)
+            cross = [encoder_out.out] * len(self.layers)  # each layer projects (or folds) it itself
             pos_k = split_heads(self.cross_pos_k_linear(encoder_out.position_embeddings), self.num_heads)
             pad = encoder_out.padding_mask if encoder_out.padding_mask.any() else None
             cross_bias = self._cross_position_bias(q_pos, pos_k, pad)  # [B|1, H, T', S]
@@ -286,7 +286,7 @@ class Decoder(nn.Module):
                 bias = torch.where(code_rows, code_self_bias + code_rel, bias)  # [B, H, T, T]
             if self_mask is not None:
                 bias = bias.masked_fill(self_mask, float("-inf"))
-            x, kv = layer(x, self_kv[i] if self_kv else None, bias, cross_kv[i], cross_bias, cross_group)
+            x, kv = layer(x, self_kv[i] if self_kv else None, bias, cross[i], cross_bias, cross_group)
             new_self_kv.append(kv)
             inner_states.append(x)
         if cache is not None:

@@ -101,7 +101,7 @@ class DecoderLayer(nn.Module, FeedForward):
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, self_kv: tuple[torch.Tensor, torch.Tensor] | None,
-                self_bias: torch.Tensor | None, cross_kv: tuple[torch.Tensor, torch.Tensor],
+                self_bias: torch.Tensor | None, cross: tuple[torch.Tensor, torch.Tensor] | torch.Tensor,
                 cross_bias: torch.Tensor | None,
                 cross_group: int = 1) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """One decoder layer.
@@ -110,7 +110,9 @@ class DecoderLayer(nn.Module, FeedForward):
             x: [B, T, D] the new positions (T = 1 when decoding step by step).
             self_kv: cached self-attention keys/values of earlier positions, two [B, H, t, d], or None.
             self_bias: [B|1, H, T, t+T] position bias + causal/padding -inf.
-            cross_kv: the encoder output's keys/values, two [B / cross_group, H, S, d] (computed once).
+            cross: the encoder output's keys/values, two [B / cross_group, H, S, d] (computed once,
+                when decoding step by step), or the encoder output itself [B, S, D_enc] (a full
+                pass: the cross-attention projects it or folds the projections, `folded_attention`).
             cross_bias: [B|1, H, T, S], or [B / cross_group | 1, H, 1, S] when grouped.
             cross_group: g > 1 when rows [u*g, (u+1)*g) all read cross_kv row u (beams of one
                 sentence); then T must be 1.
@@ -128,14 +130,16 @@ class DecoderLayer(nn.Module, FeedForward):
 
         residual = x
         h = self.encoder_attn_layer_norm(x)
-        if cross_group > 1:
+        if isinstance(cross, torch.Tensor):
+            h = self.encoder_attn(h, cross, cross_bias)
+        elif cross_group > 1:
             # the g beams of a sentence read the same encoder row: one row of g queries, no K/V copies
             R, T, D = h.shape
             assert T == 1, f"grouped cross-attention needs one new position per row, got {T}"
-            h = self.encoder_attn.attend(h.view(R // cross_group, cross_group, D), *cross_kv, cross_bias)
+            h = self.encoder_attn.attend(h.view(R // cross_group, cross_group, D), *cross, cross_bias)
             h = h.view(R, T, D)
         else:
-            h = self.encoder_attn.attend(h, *cross_kv, cross_bias)
+            h = self.encoder_attn.attend(h, *cross, cross_bias)
         h = F.dropout(_apply(self.cross_attn_ln, h), self.dropout, self.training)
         x = residual + self.drop_path(h)
         return self._ffn(x), (k, v)
