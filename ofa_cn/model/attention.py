@@ -201,7 +201,14 @@ class MultiheadAttention(nn.Module):
         dropout: attention-probability dropout (training only).
         scale_factor: the `attn_scale_factor` in scaling = (d_head * scale_factor) ** -0.5.
         scale_heads: learn one output scale per head (`c_attn`).
+
+    `fold_cross_projections` (class-wide, default True): cross-attention called with its input
+    (`forward(x, y)`) runs in the folded order of `folded_attention` where that needs fewer
+    multiply-adds (few queries over many keys: a teacher-forced decoder pass); False: always
+    project the keys and values first, the original's order.
     """
+
+    fold_cross_projections = True
 
     def __init__(self, embed_dim: int, num_heads: int, kdim: int | None = None, dropout: float = 0.0,
                  scale_factor: float = 2.0, scale_heads: bool = True):
@@ -252,10 +259,10 @@ class MultiheadAttention(nn.Module):
         """Attention of x [B, T, D] over y [B, S, kdim] (y = x for self-attention). -> [B, T, D]
 
         Cross-attention (y given) with few queries over many keys runs in the folded order
-        (`folded_attention`: no key/value projections; same result up to float rounding), except
-        under `attention_backend("eager")`, the original's order.
+        (`folded_attention`: no key/value projections; same result up to float rounding) unless
+        `fold_cross_projections` is off.
         """
-        if (y is not None and _BACKEND == "sdpa"
+        if (y is not None and self.fold_cross_projections
                 and folding_saves_work(x.size(1), y.size(1), x.size(2), y.size(2), self.num_heads)):
             q = self._split(self.q_proj(x))  # [B, H, T, d]
             p = self.dropout if self.training else 0.0

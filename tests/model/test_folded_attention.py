@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ofa_cn.model.attention import MultiheadAttention, attention_backend, eager_attention
+from ofa_cn.model.attention import MultiheadAttention, eager_attention
 from ofa_cn.model.folded_attention import folded_attention, folding_saves_work
 
 B, T, S, D, H, KDIM = 4, 3, 11, 16, 2, 12  # d_head 8; folding pays at these sizes (checked below)
@@ -76,7 +76,7 @@ def test_dropout_drops_the_same_probabilities_as_the_plain_order():
     assert not torch.allclose(ours, plain(attn, q, y, None))  # the dropout did drop something
 
 
-def test_cross_attention_folds_with_the_same_values_and_gradients_as_the_eager_backend():
+def test_cross_attention_folds_with_the_same_values_and_gradients_as_projecting_first(monkeypatch):
     attn, g = make_attention(3)
     x = torch.randn(B, T, D, generator=g, dtype=torch.float64)
     y = torch.randn(B, S, KDIM, generator=g, dtype=torch.float64)
@@ -86,14 +86,14 @@ def test_cross_attention_folds_with_the_same_values_and_gradients_as_the_eager_b
     attn.k_proj.register_forward_hook(lambda *args: key_calls.append(1))
     weights = torch.linspace(-1, 1, B * T * D, dtype=torch.float64).view(B, T, D)
     results = []
-    for backend in ("sdpa", "eager"):
+    for fold in (True, False):
+        monkeypatch.setattr(MultiheadAttention, "fold_cross_projections", fold)
         attn.zero_grad(set_to_none=True)
         key_calls.clear()
         inputs = [t.clone().requires_grad_(True) for t in (x, y, bias)]
-        with attention_backend(backend):
-            out = attn(*inputs)
+        out = attn(*inputs)
         (out * weights).sum().backward()
         results.append([out.detach()] + [t.grad for t in inputs] + [p.grad for p in attn.parameters()])
-        assert len(key_calls) == (0 if backend == "sdpa" else 1)  # folded: no key projection ran
+        assert len(key_calls) == (0 if fold else 1)  # folded: no key projection ran
     for ours, theirs in zip(*results):
         torch.testing.assert_close(ours, theirs, **TOL)
