@@ -1,8 +1,9 @@
 """Cross-attention with the key and value projections folded into the queries and the output.
 
 A teacher-forced decoder pass has few queries (T, the target length) over many keys (S, the
-image patches and source tokens). The plain order projects every key and value first,
-2 S Dk D multiply-adds, for T H S d of attention. Per head h both projections are linear, so
+image patches and source tokens). The plain order projects every key and value first
+(2 S Dk D multiply-adds) for 2 T S D of attention itself. Per head h both projections are
+linear, so
 
     q . (W_k[h] y_j + b_k[h]) = (W_k[h]^T q) . y_j + q . b_k[h]
     sum_j p_j (W_v[h] y_j + b_v[h]) = W_v[h] (sum_j p_j y_j) + (sum_j p_j) b_v[h]

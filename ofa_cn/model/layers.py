@@ -114,8 +114,8 @@ class DecoderLayer(nn.Module, FeedForward):
                 when decoding step by step), or the encoder output itself [B, S, D_enc] (a full
                 pass: the cross-attention projects it or folds the projections, `folded_attention`).
             cross_bias: [B|1, H, T, S], or [B / cross_group | 1, H, 1, S] when grouped.
-            cross_group: g > 1 when rows [u*g, (u+1)*g) all read cross_kv row u (beams of one
-                sentence); then T must be 1.
+            cross_group: g > 1 when rows [u*g, (u+1)*g) all read row u of the cached keys/values
+                (beams of one sentence); then T must be 1.
         Returns:
             x [B, T, D] and the self-attention keys/values of all t+T positions (for the cache).
         """
