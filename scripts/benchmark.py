@@ -188,7 +188,7 @@ SPEEDUPS = {
     "sparse_embedding_grad": ("train",),  # token lookups add their rows, no dense V x D buffers (CPU)
     "keep_freed_memory": ("train", "forward", "generate"),  # glibc reuses freed blocks: no page faults
     "fused_resnet": ("forward", "generate"),  # image stem: BatchNorm folded into oneDNN convs (CPU, fp32)
-    "folded_cross_attention": ("train", "forward"),  # full-pass cross-attention without K/V projections
+    "folded_cross_attention": ("train", "forward"),  # full-pass cross-attention without K/V projections (CPU)
 }
 
 

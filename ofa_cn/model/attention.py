@@ -202,10 +202,12 @@ class MultiheadAttention(nn.Module):
         scale_factor: the `attn_scale_factor` in scaling = (d_head * scale_factor) ** -0.5.
         scale_heads: learn one output scale per head (`c_attn`).
 
-    `fold_cross_projections` (class-wide, default True): cross-attention called with its input
-    (`forward(x, y)`) runs in the folded order of `folded_attention` where that needs fewer
+    `fold_cross_projections` (class-wide, default True): on a CPU, cross-attention called with its
+    input (`forward(x, y)`) runs in the folded order of `folded_attention` where that needs fewer
     multiply-adds (few queries over many keys: a teacher-forced decoder pass); False: always
-    project the keys and values first, the original's order.
+    project the keys and values first, the original's order. Not on CUDA: there the products are
+    a small share of the time, SDPA's kernels keep the logits in float32 under bf16 autocast (the
+    folded order would round them to bf16), and the folded order is unmeasured.
     """
 
     fold_cross_projections = True
@@ -258,11 +260,11 @@ class MultiheadAttention(nn.Module):
                 bias: torch.Tensor | None = None) -> torch.Tensor:
         """Attention of x [B, T, D] over y [B, S, kdim] (y = x for self-attention). -> [B, T, D]
 
-        Cross-attention (y given) with few queries over many keys runs in the folded order
-        (`folded_attention`: no key/value projections; same result up to float rounding) unless
-        `fold_cross_projections` is off.
+        Cross-attention (y given) with few queries over many keys runs in the folded order on a
+        CPU (`folded_attention`: no key/value projections; same result up to float rounding)
+        unless `fold_cross_projections` is off.
         """
-        if (y is not None and self.fold_cross_projections
+        if (y is not None and self.fold_cross_projections and y.device.type == "cpu"
                 and folding_saves_work(x.size(1), y.size(1), x.size(2), y.size(2), self.num_heads)):
             q = self._split(self.q_proj(x))  # [B, H, T, d]
             p = self.dropout if self.training else 0.0
