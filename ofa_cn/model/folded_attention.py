@@ -40,6 +40,16 @@ def folding_saves_work(queries: int, keys: int, embed_dim: int, key_dim: int, nu
     return folded < plain
 
 
+def _batch_major(t: torch.Tensor, B: int, H: int, T: int) -> torch.Tensor:
+    """[H, B T, X] (a head's rows together) -> [B, H T, X] (a batch row's together), a copy."""
+    return t.view(H, B, T, -1).transpose(0, 1).reshape(B, H * T, -1)
+
+
+def _head_major(t: torch.Tensor, B: int, H: int, T: int) -> torch.Tensor:
+    """[B, H T, X] -> [H, B T, X], a copy."""
+    return t.view(B, H, T, -1).transpose(0, 1).reshape(H, B * T, -1)
+
+
 def folded_attention(q: torch.Tensor, y: torch.Tensor, k_weight: torch.Tensor, k_bias: torch.Tensor | None,
                      v_weight: torch.Tensor, v_bias: torch.Tensor | None, bias: torch.Tensor | None,
                      scale: float, dropout_p: float = 0.0) -> torch.Tensor:
@@ -60,26 +70,26 @@ def folded_attention(q: torch.Tensor, y: torch.Tensor, k_weight: torch.Tensor, k
     S, Dk = y.shape[1], y.shape[2]
     qh = (q * scale).transpose(0, 1).reshape(H, B * T, d)  # [H, BT, d]
     qk = torch.bmm(qh, k_weight.view(H, d, Dk))  # [H, BT, Dk] queries in the keys' input space
-    qk = qk.view(H, B, T, Dk).transpose(0, 1).reshape(B, H * T, Dk)  # [B, HT, Dk]
-    row_shift = None  # [B, HT, 1]: q . b_k, the same for every key of a row
+    qk = _batch_major(qk, B, H, T)  # [B, HT, Dk]
+    added = None  # what the scores get added: q . b_k (the same for every key of a row) and the bias
     if k_bias is not None:
-        row_shift = torch.bmm(qh, k_bias.view(H, d, 1)).view(H, B, T).transpose(0, 1).reshape(B, H * T, 1)
+        added = _batch_major(torch.bmm(qh, k_bias.view(H, d, 1)), B, H, T)  # [B, HT, 1]
     if bias is not None:
         bias = bias.expand(bias.size(0), H, T, S).reshape(-1, H * T, S)  # [B|1, HT, S]
-        row_shift = bias if row_shift is None else bias + row_shift
+        added = bias if added is None else bias + added
     scores = torch.bmm(qk, y.transpose(1, 2))  # [B, HT, S]
-    if row_shift is not None:
-        scores = scores + row_shift
+    if added is not None:
+        scores = scores + added
     probs = torch.softmax(scores.float(), dim=-1).type_as(q)  # float32 softmax, as eager_attention
     if dropout_p > 0:
         probs = F.dropout(probs, p=dropout_p, training=True)
     mean_y = torch.bmm(probs, y)  # [B, HT, Dk] each row's attention-weighted input
-    mean_y = mean_y.view(B, H, T, Dk).transpose(0, 1).reshape(H, B * T, Dk)  # [H, BT, Dk]
+    mean_y = _head_major(mean_y, B, H, T)  # [H, BT, Dk]
     v_t = v_weight.view(H, d, Dk).transpose(1, 2)  # [H, Dk, d]
     if v_bias is None:
         out = torch.bmm(mean_y, v_t)
     elif dropout_p > 0:  # dropped probabilities no longer sum to 1: b_v counts with each row's sum
-        mass = probs.sum(-1).view(B, H, T).transpose(0, 1).reshape(H, B * T, 1)  # [H, BT, 1]
+        mass = _head_major(probs.sum(-1, keepdim=True), B, H, T)  # [H, BT, 1]
         out = torch.bmm(mean_y, v_t) + mass * v_bias.view(H, 1, d)
     else:
         out = torch.baddbmm(v_bias.view(H, 1, d), mean_y, v_t)  # [H, BT, d]
