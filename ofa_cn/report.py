@@ -83,6 +83,17 @@ def results_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def reliance_table(reliance: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Markdown table of `image_reliance` results: reliance[model][task] = {"own", "other"} losses."""
+    lines = ["| task | untrained: own image | untrained: another row's image | trained: own image | "
+             "trained: another row's image |", "|---|---|---|---|---|"]
+    for task in reliance["trained"]:
+        before, after = reliance["untrained"][task], reliance["trained"][task]
+        lines.append(f"| {task} | {before['own']:.3f} | {before['other']:.3f} | {after['own']:.3f} | "
+                     f"{after['other']:.3f} |")
+    return "\n".join(lines)
+
+
 def write_html(path: str | Path, table_rows: Sequence[dict[str, Any]], curve: Image.Image,
                examples: Sequence[dict[str, Any]], notes: str = "") -> Path:
     """The report page: table, loss curve, and one card per example.

@@ -39,6 +39,11 @@ GENERATION = {
     "refcoco": {},
     "ocr": {"beam": 3, "max_len_b": 10},
 }
+# does the model look at the picture: teacher-forced target loss on this many test rows, with each
+# row's own image and with the previous row's (equal losses: the picture is ignored)
+RELIANCE_ROWS = 64
+RELIANCE_HEADING = (f"Target loss (nats per token, first {RELIANCE_ROWS} test rows) with each row's own image "
+                    "and with another row's image; equal losses mean the model ignores the picture:")
 # the learning-rate schedule's length per minute of training: about what this 2-core CPU runs
 # (2,100-2,440 updates in 15 minutes), so the rate has nearly decayed when the clock stops
 UPDATES_PER_MINUTE = 200
@@ -148,16 +153,25 @@ def evaluate_all(out: Path, data: Path, checkpoint: Path, name: str) -> dict:
     return results
 
 
-def write_report(out: Path, data: Path, before: dict, after: dict, minutes: float) -> str:
+def image_reliance_all(data: Path, checkpoints: dict[str, Path]) -> dict:
+    """Target loss with own vs another row's image, per model and task (the first RELIANCE_ROWS test rows)."""
+    from ofa_cn.image_reliance import image_reliance_on_data
+
+    return {name: {task: image_reliance_on_data(ckpt, data / f"{prefix}_test.tsv", task, rows=RELIANCE_ROWS)
+                   for task, (prefix, *_rest) in TASKS.items()}
+            for name, ckpt in checkpoints.items()}
+
+
+def write_report(out: Path, data: Path, before: dict, after: dict, reliance: dict, minutes: float) -> str:
     from ofa_cn.data.image import decode_image
-    from ofa_cn.report import plot_curve, read_training_losses, results_table, write_html
+    from ofa_cn.report import plot_curve, read_training_losses, reliance_table, results_table, write_html
 
     rows = [{"task": task, "metric": shown, "untrained": float(before[task][key]), "trained": float(after[task][key]),
              "target": target} for task, (_p, key, shown, target) in TASKS.items()]
-    table = results_table(rows)
+    table = results_table(rows) + "\n\n" + RELIANCE_HEADING + "\n\n" + reliance_table(reliance)
     (out / "results.md").write_text(table + "\n", encoding="utf-8")
-    (out / "results.json").write_text(json.dumps({"untrained": before, "trained": after}, indent=2, ensure_ascii=False),
-                                      encoding="utf-8")
+    (out / "results.json").write_text(json.dumps({"untrained": before, "trained": after, "image_reliance": reliance},
+                                                 indent=2, ensure_ascii=False), encoding="utf-8")
 
     def read(path, key):
         return {json.loads(line)[key]: json.loads(line) for line in open(path, encoding="utf-8")}
@@ -197,7 +211,8 @@ def main(argv=None) -> int:
     untrained = untrained_checkpoint(trained)
     before = evaluate_all(out, data, untrained, "untrained")
     after = evaluate_all(out, data, trained, "trained")
-    table = write_report(out, data, before, after, args.minutes)
+    reliance = image_reliance_all(data, {"untrained": untrained, "trained": trained})
+    table = write_report(out, data, before, after, reliance, args.minutes)
     print("\n" + table)
     print(f"\nreport: {out / 'report.html'}   (total {time.time() - start:.0f} s)")
     return 0

@@ -25,6 +25,11 @@ def test_demo_smoke_produces_every_output(tmp_path):
     results = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert set(results["trained"]) == {"caption", "refcoco", "ocr"}
     assert results["trained"]["refcoco"]["count"] == 12
+    reliance = results["image_reliance"]
+    for model in ("untrained", "trained"):
+        for task in ("caption", "refcoco", "ocr"):
+            assert reliance[model][task]["rows"] == 12 and reliance[model][task]["own"] > 0, (model, task)
+    assert f"| ocr | {reliance['untrained']['ocr']['own']:.3f} |" in proc.stdout
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count("class='card'") == 12 and "data:image/png;base64," in page
     assert list((out / "run" / "tensorboard").rglob("events.out.tfevents.*"))
