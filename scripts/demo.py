@@ -8,8 +8,10 @@
 
 Everything goes through the real entry points: `fairseq-hydra-train` with configs/demo/demo.yaml,
 then ofa_cn.evaluate (what scripts/evaluate.py runs) on each task's held-out split, for the
-trained model and for the same model untrained. Results: OUT/results.md, OUT/results.json and
-OUT/report.html (examples with boxes, captions, OCR, and the loss curve).
+trained model and for the same model untrained, plus each model's loss with the test rows' own
+images against another row's (ofa_cn.image_reliance: does it look at the picture?). Results:
+OUT/results.md, OUT/results.json and OUT/report.html (examples with boxes, captions, OCR, and the
+loss curve). A longer run (OFA_CN_DEMO_MINUTES) also decays the learning rate over more updates.
 """
 
 from __future__ import annotations
