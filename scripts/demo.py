@@ -159,9 +159,8 @@ def image_reliance_all(data: Path, checkpoints: dict[str, Path]) -> dict:
     """Target loss with own vs another row's image, per model and task (the first RELIANCE_ROWS test rows)."""
     from ofa_cn.image_reliance import image_reliance_on_data
 
-    return {name: {task: image_reliance_on_data(ckpt, data / f"{prefix}_test.tsv", task, rows=RELIANCE_ROWS)
-                   for task, (prefix, *_rest) in TASKS.items()}
-            for name, ckpt in checkpoints.items()}
+    tsvs = {task: data / f"{prefix}_test.tsv" for task, (prefix, *_rest) in TASKS.items()}
+    return {name: image_reliance_on_data(ckpt, tsvs, rows=RELIANCE_ROWS) for name, ckpt in checkpoints.items()}
 
 
 def write_report(out: Path, data: Path, before: dict, after: dict, reliance: dict, minutes: float) -> str:
