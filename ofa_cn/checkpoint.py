@@ -32,6 +32,11 @@ TIED_ALIASES = {
     "decoder.embed_tokens.weight": "encoder.embed_tokens.weight",
     "decoder.output_projection.weight": "encoder.embed_tokens.weight",
 }
+# Buffers that are a pure function of the config (relative-position bucket tables): 8.3 M int64
+# entries for any model size, which `export_checkpoint(drop_derived=True)` leaves out after checking
+# them and `load_exported` rebuilds from the config.
+DERIVED_BUFFERS = ("encoder.token_rp_bucket", "encoder.image_rp_bucket",
+                   "decoder.token_rp_bucket", "decoder.image_rp_bucket")
 EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_CONFIG = "config.json"
 
@@ -178,13 +183,33 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
     return model.to(device=device, dtype=dtype).eval(), saved_task_config(state)
 
 
-def export_checkpoint(path: str | Path, out_dir: str | Path) -> Path:
-    """Write a checkpoint's weights (safetensors, tied aliases stored once) and configs (JSON)."""
+def export_checkpoint(path: str | Path, out_dir: str | Path, dtype: torch.dtype | None = None,
+                      drop_derived: bool = False) -> Path:
+    """Write a checkpoint's weights (safetensors, tied aliases stored once) and configs (JSON).
+
+    Args:
+        dtype: cast floating-point weights to this type (e.g. torch.float16); None keeps them.
+        drop_derived: leave out DERIVED_BUFFERS, after checking that they equal what the config
+            builds (`load_exported` rebuilds them).
+    Raises:
+        CheckpointError: with drop_derived, a saved bucket table differs from the config's.
+    """
     from safetensors.torch import save_file
+
+    from .model.ofa import OFAModel
 
     state = load_checkpoint_file(path)
     cfg = model_config(state)
-    weights = {k: v.contiguous() for k, v in state["model"].items() if k not in TIED_ALIASES}
+    skip = set(TIED_ALIASES)
+    if drop_derived:
+        built = OFAModel.from_config(cfg).state_dict()
+        for name in DERIVED_BUFFERS:
+            if not torch.equal(state["model"][name], built[name]):
+                raise CheckpointError(f"{path}: {name} differs from the table its config builds; export it with "
+                                      "drop_derived=False")
+        skip.update(DERIVED_BUFFERS)
+    weights = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+               for k, v in state["model"].items() if k not in skip}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(out_dir / EXPORT_WEIGHTS), metadata={"format": "ofa-cn"})
@@ -214,5 +239,8 @@ def load_exported(folder: str | Path, dtype: torch.dtype = torch.float32, device
     weights = load_file(str(folder / EXPORT_WEIGHTS))
     for alias, target in TIED_ALIASES.items():
         weights[alias] = weights[target]
+    built = model.state_dict()
+    for name in DERIVED_BUFFERS:  # left out by export_checkpoint(drop_derived=True)
+        weights.setdefault(name, built[name])
     load_weights(model, weights, str(folder))
     return model.to(device=device, dtype=dtype).eval(), config["task"]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers import randomize_, tiny_config
-from ofa_cn.checkpoint import (CheckpointError, export_checkpoint, load_checkpoint_file, load_exported,
+from ofa_cn.checkpoint import (DERIVED_BUFFERS, CheckpointError, export_checkpoint, load_checkpoint_file, load_exported,
                                load_pretrained)
 from ofa_cn.model.ofa import OFAModel
 
@@ -105,3 +105,28 @@ def test_loading_keeps_fairseq_able_to_load(tmp_path):
     load_checkpoint_file(tmp_path / "a.pt")
     assert argparse.Namespace in torch.serialization.get_safe_globals()
     assert isinstance(torch.load(tmp_path / "a.pt", weights_only=True)["cfg"]["model"], argparse.Namespace)
+
+
+@torch.no_grad()
+def test_fp16_export_without_derived_buffers_round_trips(tmp_path):
+    save_tiny(tmp_path / "c.pt")
+    model, _ = load_pretrained(tmp_path / "c.pt")
+    out = export_checkpoint(tmp_path / "c.pt", tmp_path / "fp16", dtype=torch.float16, drop_derived=True)
+    from safetensors.torch import load_file
+
+    stored = load_file(str(out / "model.safetensors"))
+    assert not set(DERIVED_BUFFERS) & set(stored)
+    assert {v.dtype for v in stored.values() if v.is_floating_point()} == {torch.float16}
+    again, _ = load_exported(out)
+    for (k, a), (k2, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert k == k2
+        assert torch.equal(a.half().float() if a.is_floating_point() else a, b), k  # fp16 rounding only
+
+
+def test_export_refuses_to_drop_a_bucket_table_its_config_does_not_build(tmp_path):
+    save_tiny(tmp_path / "c.pt")
+    state = torch.load(tmp_path / "c.pt", weights_only=False)
+    state["model"]["encoder.image_rp_bucket"][0, 0] += 1
+    torch.save(state, tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="encoder.image_rp_bucket differs"):
+        export_checkpoint(tmp_path / "c.pt", tmp_path / "fp16", drop_derived=True)
