@@ -39,14 +39,14 @@ RELATIONS: dict[str, tuple[str, bool]] = {
     "最大的": ("area", True),
     "最小的": ("area", False),
 }
-POSITION_MARGIN = 10  # px: centres closer than this are "level", so left/right/above/below is ambiguous
+POSITION_MARGIN = 6  # px: centres closer than this are "level", so left/right/above/below is ambiguous
 SIZE_RATIO = 1.5  # "biggest" needs every other candidate's area to be at most 1/SIZE_RATIO of it
 
 SCENE_SIZES: tuple[tuple[int, int], ...] = (
-    (128, 128), (144, 144), (160, 128), (160, 144), (176, 128), (192, 144), (144, 160),
-)  # (width, height): around 128-192 px so a model at patch_image_size 128 sees them nearly 1:1
-OBJECT_SIZE = (18, 44)  # side of an object's square cell in px, inclusive range
-OBJECT_GAP = 3  # px of background kept between object cells, so boxes never touch
+    (64, 64), (72, 64), (64, 72), (80, 64), (64, 80), (72, 72),
+)  # (width, height): around 64-80 px so the demo model at patch_image_size 64 sees them nearly 1:1
+OBJECT_SIZE = (14, 28)  # side of an object's square cell in px, inclusive range
+OBJECT_GAP = 2  # px of background kept between object cells, so boxes never touch
 DISTRACTOR_PROB = 0.5  # chance that a further object copies the colour and/or shape of an earlier one
 
 COUNT_WORDS = ("一个", "两个", "三个")

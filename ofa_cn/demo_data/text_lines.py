@@ -14,9 +14,18 @@ from .background import light_background, sample_background
 # OCR inventory: common hanzi, all single entries of the Chinese BERT vocabulary.
 CHARACTERS = "天地人上下大小中山水火木金土日月明红绿蓝白黑云雨风花草石田口东西南北光心手门书车马鱼鸟"
 
-OCR_SIZE = (192, 48)  # (width, height) of a rendered text line
-OCR_TEXT_LENGTH = (2, 6)
-OCR_FONT_SIZE = (24, 34)
+# (width, height) of a rendered text card. Square on purpose: the OCR transform never makes a side
+# shorter than 64 px (data/image.py OCR_MIN_SIDE), so at the demo's patch_image_size 64 a wider
+# strip would be stretched in height; 64 x 64 is seen unchanged.
+OCR_SIZE = (64, 64)
+OCR_TEXT_LENGTH = (2, 4)
+OCR_FONT_SIZE = (13, 15)  # px, inclusive
+# Characters sit on a 16 px pitch in the second 16 px band from the top, one per image patch of
+# the demo model (patch stride 16), left-aligned within OCR_JITTER px: a card a small model can
+# learn to read in minutes, where a free layout needs it to learn where each character is first.
+OCR_PITCH = 16
+OCR_BAND_TOP = 16
+OCR_JITTER = 2
 
 # Where the CJK fonts of Debian packages live; the first that exists is used.
 FONT_CANDIDATES: tuple[Path, ...] = (
@@ -69,24 +78,24 @@ def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
 
 
 def sample_ocr_text(rng: random.Random) -> str:
-    """2-6 characters drawn (with repetition) from CHARACTERS."""
+    """2-4 characters drawn (with repetition) from CHARACTERS."""
     return "".join(rng.choice(CHARACTERS) for _ in range(rng.randint(*OCR_TEXT_LENGTH)))
 
 
 def render_text_line(text: str, font_path: Path, rng: random.Random) -> Image.Image:
-    """Dark ``text`` on a light, lightly noisy OCR_SIZE strip; size, place and colours vary with ``rng``."""
-    width, height = OCR_SIZE
-    image = Image.fromarray(light_background(height, width, *sample_background(rng)), "RGB")
+    """Dark ``text`` on a light, lightly noisy OCR_SIZE card, one character per OCR_PITCH px.
 
-    size = rng.randint(*OCR_FONT_SIZE)
-    while True:  # shrink until the line fits with a small margin
-        font = _font(str(font_path), size)
-        left, top, right, bottom = font.getbbox(text)
-        if right - left <= width - 8 and bottom - top <= height - 4:
-            break
-        size -= 1
-    x = rng.randint(4, width - 4 - (right - left)) - left
-    y = rng.randint(2, height - 2 - (bottom - top)) - top
+    Font size, a shift of up to OCR_JITTER px, and the colours vary with ``rng``.
+    """
+    width, height = OCR_SIZE
+    if len(text) * OCR_PITCH > width:
+        raise ValueError(f"{text!r} has {len(text)} characters; a {width} px card holds {width // OCR_PITCH}")
+    image = Image.fromarray(light_background(height, width, *sample_background(rng)), "RGB")
+    font = _font(str(font_path), rng.randint(*OCR_FONT_SIZE))
+    x0, y0 = rng.randint(0, OCR_JITTER), OCR_BAND_TOP + rng.randint(0, OCR_JITTER)
     colour = tuple(rng.randint(0, 70) for _ in range(3))
-    ImageDraw.Draw(image).text((x, y), text, font=font, fill=colour)
+    draw = ImageDraw.Draw(image)
+    for i, ch in enumerate(text):
+        left, top, _right, _bottom = font.getbbox(ch)
+        draw.text((x0 + i * OCR_PITCH - left, y0 - top), ch, font=font, fill=colour)
     return image
