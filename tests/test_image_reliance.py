@@ -74,6 +74,6 @@ def test_reliance_table_rows_follow_the_tasks():
     table = reliance_table({"untrained": {"caption": pair(10.4, 10.4), "ocr": pair(10.2, 10.25)},
                             "trained": {"caption": pair(0.6064, 0.6624), "ocr": pair(3.7348, 4.3882)}})
     lines = table.splitlines()
-    assert lines[0].startswith("| task | untrained: own image |") and len(lines) == 4
-    assert lines[2] == "| caption | 10.400 | 10.400 | 0.606 | 0.662 |"
-    assert lines[3] == "| ocr | 10.200 | 10.250 | 3.735 | 4.388 |"
+    assert lines[0] == "| task | untrained: own / other image | trained: own / other image |" and len(lines) == 4
+    assert lines[2] == "| caption | 10.400 / 10.400 | 0.606 / 0.662 |"
+    assert lines[3] == "| ocr | 10.200 / 10.250 | 3.735 / 4.388 |"
