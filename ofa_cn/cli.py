@@ -7,6 +7,7 @@
     ofa-cn ground  IMAGE TEXT [IMAGE TEXT ...] --checkpoint CKPT
     ofa-cn ocr     IMAGE [IMAGE ...] --checkpoint CKPT
     ofa-cn convert CKPT OUT_DIR
+    ofa-cn prepare muge|refcoco|lmdb|folder ... --out OUT.tsv   (ofa_cn/prepare/cli.py)
 
 Each ``score`` command prints one JSON object on stdout. Bad input (a missing field, bad JSON,
 a box that is not 4 numbers, ids that do not match) prints an error naming the file, line and
@@ -203,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("checkpoint_in", metavar="CKPT")
     convert.add_argument("out_dir", metavar="OUT_DIR")
     convert.set_defaults(run=_run_convert)
+    from .prepare.cli import add_prepare_command  # ofa-cn prepare muge|refcoco|lmdb|folder (ofa_cn/prepare/)
+
+    add_prepare_command(commands)
     return parser
 
 
