@@ -58,7 +58,7 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 def load_plain_pickle(path: str | os.PathLike) -> Any:
-    """Unpickle a file of plain data (dict, list, tuple, set, str, bytes, numbers, None) only.
+    """Unpickle a file of plain data (dict, list, tuple, set, str, numbers, None) only.
 
     Python 2 pickles (the refer toolkit's) decode their byte strings as latin-1.
 
