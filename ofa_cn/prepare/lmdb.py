@@ -18,7 +18,10 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
-import lmdb  # the PyPI package (this module is ofa_cn.prepare.lmdb; absolute imports find the package)
+try:
+    import lmdb  # the PyPI package (this module is ofa_cn.prepare.lmdb; absolute imports find the package)
+except ImportError:
+    raise ImportError("ofa-cn prepare lmdb needs the lmdb package: pip install lmdb (or the dev extras)") from None
 
 from ..data.ocr import normalize_ocr_target
 from .common import Report, Skip, check_column_text, check_image, convert, encode_image, progress
