@@ -76,3 +76,18 @@ def test_tokenize_is_recorded_and_only_for_captions(golden_checkpoint, image, tm
     with pytest.raises(ValueError, match="--tokenize jieba applies to caption metrics"):
         evaluate(golden_checkpoint, data, tmp_path / "g", task_name="refcoco", any_task=True, progress=False,
                  tokenize="jieba")
+
+
+def test_prepared_muge_test_split_to_submission(golden_checkpoint, golden_dir, tmp_path):
+    """Raw MUGE test files -> `ofa-cn prepare muge` -> evaluate with eval_caption.sh's columns -> MUGE's file."""
+    from ofa_cn.prepare import muge
+
+    image = base64.urlsafe_b64encode((golden_dir / "image_real.png").read_bytes()).decode()
+    (tmp_path / "IC_test.jsonl").write_text('{"image_id": 5}\n{"image_id": 6}\n', encoding="utf-8")
+    (tmp_path / "IC_test.tsv").write_text(f"5\t{image}\n6\t{image}\n", encoding="utf-8")
+    data = tmp_path / "caption_test.tsv"
+    muge.prepare(tmp_path / "IC_test.jsonl", tmp_path / "IC_test.tsv", data, show_progress=False)
+    written = evaluate(golden_checkpoint, data, tmp_path / "out", selected_cols="1,4,2", generation=CAPTION_GEN,
+                       progress=False)
+    lines = read_jsonl(written["submission"])
+    assert [line["image_id"] for line in lines] == [5, 6] and lines[0]["text"] == lines[1]["text"] != ""
