@@ -14,7 +14,6 @@ row was written.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import Any
 
@@ -27,7 +26,6 @@ def _finish(report) -> dict[str, Any]:
 def _run(args: argparse.Namespace) -> dict[str, Any]:
     from .common import NoRowsWritten
 
-    logging.getLogger("ofa_cn.prepare").setLevel(logging.WARNING)  # the report is printed below instead
     show = not args.no_progress
     try:
         if args.source == "muge":

@@ -15,6 +15,9 @@ Inputs (the layout of github.com/lichengunc/refer):
 Output rows, in the column order the grounding configs read (``selected_cols: "0,3,1,2"``)::
 
     uniq_id (= sent_id)  text  x0,y0,x1,y1  image
+
+The refs, the instances (tens of MB) and the translations are held in memory; the images are
+read one at a time (the last 64 are kept, as one image's expressions usually follow each other).
 """
 
 from __future__ import annotations
