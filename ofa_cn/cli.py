@@ -7,6 +7,7 @@
     ofa-cn ground  IMAGE TEXT [IMAGE TEXT ...] --checkpoint CKPT
     ofa-cn ocr     IMAGE [IMAGE ...] --checkpoint CKPT
     ofa-cn convert CKPT OUT_DIR
+    ofa-cn prepare muge|refcoco|lmdb|folder ... --out OUT.tsv   (ofa_cn/prepare/cli.py)
 
 Each ``score`` command prints one JSON object on stdout. Bad input (a missing field, bad JSON,
 a box that is not 4 numbers, ids that do not match) prints an error naming the file, line and
@@ -25,18 +26,19 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .jsonl import JsonlError, read_jsonl, rows_by_id
+from .jsonl import JsonlError, read_jsonl, read_records, rows_by_id
 from .metrics import grounding_accuracy, ocr_scores, score_captions
 
 EXIT_BAD_INPUT = 2  # same status argparse uses for a bad command line
 
 
 def _run_score_caption(args: argparse.Namespace) -> dict[str, Any]:
-    preds = rows_by_id(read_jsonl(args.pred), "image_id")
+    preds = rows_by_id(read_records(args.pred), "image_id")  # JSON lines or a COCO-style result list
     refs = rows_by_id(read_jsonl(args.ref), "image_id")
     return score_captions(
         {k: row.get_str("caption") for k, row in preds.items()},
         {k: row.get_str_list("captions") for k, row in refs.items()},
+        tokenize=args.tokenize,
     )
 
 
@@ -168,14 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score a JSON-lines prediction file against a JSON-lines reference file.",
     )
     metrics = score.add_subparsers(dest="metric", required=True, metavar="TASK")
-    _add_score_command(
+    caption = _add_score_command(
         metrics,
         "caption",
         _run_score_caption,
         "character-level BLEU-4, ROUGE-L, CIDEr-D (x100) and sacrebleu-zh BLEU",
-        '{"image_id": ..., "caption": "..."} per line',
+        '{"image_id": ..., "caption": "..."} per line, or a COCO-style list [{"image_id": ..., "caption": ...}]',
         '{"image_id": ..., "captions": ["...", ...]} per line',
     )
+    caption.add_argument("--tokenize", choices=("char", "jieba"), default="char",
+                         help="char: MUGE's rule, characters with ASCII letter/digit runs whole (default; what the "
+                              "published MUGE numbers use); jieba: jieba's words")
     grounding = _add_score_command(
         metrics,
         "grounding",
@@ -203,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("checkpoint_in", metavar="CKPT")
     convert.add_argument("out_dir", metavar="OUT_DIR")
     convert.set_defaults(run=_run_convert)
+    from .prepare.cli import add_prepare_command  # ofa-cn prepare muge|refcoco|lmdb|folder (ofa_cn/prepare/)
+
+    add_prepare_command(commands)
     return parser
 
 

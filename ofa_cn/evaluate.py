@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from .checkpoint import load_pretrained
+from .no_references import PlaceholderReferences, lacks_references, write_predictions_only
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +104,17 @@ def predict(model, task, dataset, indices: Iterable[int], generation: dict[str, 
 def evaluate(checkpoint: str | Path, data: str | Path, out_dir: str | Path, task_name: str | None = None,
              selected_cols: str | None = None, batch_size: int = 16, generation: dict[str, Any] | None = None,
              device: str | None = None, dtype: torch.dtype = torch.float32, progress: bool = True,
-             any_task: bool = False, **task_overrides: Any) -> dict[str, Any] | None:
+             any_task: bool = False, tokenize: str | None = None, command: str | None = None,
+             **task_overrides: Any) -> dict[str, Any] | None:
     """Evaluate `checkpoint` on the TSV `data`; writes predictions.jsonl and metrics.json in out_dir.
 
-    Returns the metrics on rank 0 (None on other ranks).
+    A split without references (its first row's caption / box / text column empty, as MUGE's test
+    split) gets predictions.jsonl only, plus MUGE's submission file for captions
+    (``no_references.py``). `tokenize` picks the caption metrics' tokens ("char", the default, or
+    "jieba"); `command`, the command line that ran this, is recorded in metrics.json.
+
+    Returns the metrics on rank 0 (None on other ranks); for a split without references, what
+    was written instead.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -118,7 +126,12 @@ def evaluate(checkpoint: str | Path, data: str | Path, out_dir: str | Path, task
     model, task = load_for_evaluation(checkpoint, task_name, device=device, dtype=dtype, any_task=any_task,
                                       data=str(data), selected_cols=selected_cols, **task_overrides)
     gen = {**task.DEFAULT_GENERATION, **(generation or {})}
-    dataset = task.build_dataset(task.open_tsv(str(data)), "test", 1)
+    name = task.cfg._name
+    if tokenize is not None and name != "caption":
+        raise ValueError(f"--tokenize {tokenize} applies to caption metrics; the task is {name!r}")
+    tsv = task.open_tsv(str(data))
+    has_references = not lacks_references(tsv, name)
+    dataset = task.build_dataset(tsv if has_references else PlaceholderReferences(tsv, name), "test", 1)
     rows = predict(model, task, dataset, range(rank, len(dataset), world), gen, batch_size,
                    progress=progress and rank == 0)
     if world > 1:
@@ -127,8 +140,12 @@ def evaluate(checkpoint: str | Path, data: str | Path, out_dir: str | Path, task
         rows = [r for part in gathered for r in part]
         if rank != 0:
             return None
-    metrics = {**task.corpus_metrics(rows), "task": type(task).__name__, "checkpoint": str(checkpoint),
-               "data": str(data), "generation": gen}
+    info = {"task": type(task).__name__, "checkpoint": str(checkpoint), "data": str(data), "generation": gen,
+            **({"command": command} if command else {})}
+    if not has_references:
+        return write_predictions_only(rows, Path(out_dir), name, info)
+    scores = task.corpus_metrics(rows, **({"tokenize": tokenize} if tokenize else {}))
+    metrics = {**scores, **info}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:

@@ -22,12 +22,14 @@ class JsonlRow:
     """One JSON object of a JSON-lines file and where it came from."""
 
     path: str
-    line: int  # 1-based line number in the file
+    line: int  # 1-based line number in the file (item number in a JSON array)
     data: dict[str, Any]
+    in_array: bool = False  # read from a JSON array (COCO-style results), not JSON lines
 
     def error(self, field: str, message: str) -> JsonlError:
         """A JsonlError for ``field`` of this row."""
-        return JsonlError(f"{self.path}:{self.line}: field {field!r}: {message}")
+        where = f"item {self.line}" if self.in_array else self.line
+        return JsonlError(f"{self.path}:{where}: field {field!r}: {message}")
 
     def _get(self, field: str, expected: str) -> Any:
         if field not in self.data:
@@ -111,6 +113,35 @@ def read_jsonl(path: str | Path) -> list[JsonlRow]:
             rows.append(JsonlRow(path, number, data))
     if not rows:
         raise JsonlError(f"{path}: no records; expected one JSON object per line.")
+    return rows
+
+
+def read_records(path: str | Path) -> list[JsonlRow]:
+    """JSON lines, or a JSON array of objects (COCO-style results, ``[{"image_id", "caption"}]``).
+
+    The file is an array when its first non-blank character is ``[``; rows then number the array
+    items from 1.
+
+    Raises:
+        JsonlError: as ``read_jsonl``, or an array that is not valid JSON or holds a non-object.
+    """
+    path = str(path)
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip()
+    if not head.startswith(b"["):
+        return read_jsonl(path)
+    try:
+        items = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise JsonlError(f"{path}: starts with '[' but is not a valid JSON array ({e}); expected a COCO-style "
+                         "result list or one JSON object per line.") from None
+    rows = []
+    for number, item in enumerate(items, start=1):
+        if not isinstance(item, dict):
+            raise JsonlError(f"{path}:item {number}: expected a JSON object, found {type(item).__name__}.")
+        rows.append(JsonlRow(path, number, item, in_array=True))
+    if not rows:
+        raise JsonlError(f"{path}: an empty JSON array; expected at least one record.")
     return rows
 
 

@@ -1,6 +1,10 @@
 #!/usr/bin/env python
 """Evaluate an OFA-CN checkpoint on a TSV split; writes predictions.jsonl and metrics.json.
 
+A split without references (empty caption / box / text column, as MUGE's test split) gets
+predictions.jsonl and, for captions, muge_submission.jsonl for MUGE's leaderboard; no metrics.
+metrics.json records the command line that produced it (scripts/make_tables.py shows it).
+
     python scripts/evaluate.py --checkpoint caption_cn_base.pt --data muge_valid.tsv --out-dir out/muge_base
     torchrun --nproc_per_node 8 scripts/evaluate.py --checkpoint ... --data ... --out-dir ...
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 
 import torch
@@ -41,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="override a saved task setting, e.g. max_image_size=512 (repeatable)")
     p.add_argument("--any-task", action="store_true", help="allow a --task the checkpoint was not trained for")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--tokenize", choices=("char", "jieba"),
+                   help="caption metrics on characters (MUGE's rule; the default) or on jieba's words")
     return p.parse_args(argv)
 
 
@@ -57,7 +64,8 @@ def main(argv=None) -> int:
     metrics = evaluate(args.checkpoint, args.data, args.out_dir, task_name=args.task, selected_cols=args.selected_cols,
                        batch_size=args.batch_size, generation=generation, device=args.device,
                        dtype=DTYPES[args.dtype], progress=not args.no_progress,
-                       any_task=args.any_task, **overrides)
+                       any_task=args.any_task, tokenize=args.tokenize, **overrides,
+                       command=shlex.join(["python", "scripts/evaluate.py", *(sys.argv[1:] if argv is None else argv)]))
     if metrics is not None:
         print(json.dumps(metrics, ensure_ascii=False))
     return 0

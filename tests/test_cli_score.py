@@ -186,3 +186,21 @@ def test_runs_as_a_module(tmp_path):
     assert failed.returncode == 2
     assert failed.stdout == ""
     assert f"{bad}:1: field 'text': missing" in failed.stderr
+
+
+def test_caption_accepts_coco_style_results_and_jieba(tmp_path, capsys):
+    refs = {"1": ["一个男人在骑自行车", "男人骑车"], "2": ["两只猫在睡觉"]}
+    ref = _write_jsonl(tmp_path / "ref.jsonl", [{"image_id": k, "captions": v} for k, v in refs.items()])
+    # the original OFA's result file: one JSON array, ids as numbers, captions spaced per character
+    coco = tmp_path / "results.json"
+    coco.write_text(json.dumps([{"image_id": 1, "caption": "一 个 男 人 在 骑 车"},
+                                {"image_id": 2, "caption": "两 只 猫"}], ensure_ascii=False), encoding="utf-8")
+    preds = {"1": "一个男人在骑车", "2": "两只猫"}
+    for tokenize in ("char", "jieba"):
+        result = _score(capsys, "caption", "--pred", str(coco), "--ref", ref, "--tokenize", tokenize)
+        assert result == pytest.approx(score_captions(preds, refs, tokenize=tokenize))
+    assert _score(capsys, "caption", "--pred", str(coco), "--ref", ref)["tokenize"] == "char"
+
+    coco.write_text(json.dumps([{"image_id": 1, "caption": "人"}, {"image_id": 2}]), encoding="utf-8")
+    err = _score_fails(capsys, "caption", "--pred", str(coco), "--ref", ref)
+    assert f"{coco}:item 2: field 'caption': missing" in err

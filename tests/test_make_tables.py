@@ -38,7 +38,8 @@ def test_renders_hand_written_metrics(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     dirs = [
         write_metrics(Path("out/cap"), bleu4=26.234, rouge_l=58.9, cider=50.699, sacrebleu_zh=20.0, count=3,
-                      task="CaptionTask", checkpoint="/ckpt/caption_cn_base.pt", data="/d/muge/caption_valid.tsv"),
+                      task="CaptionTask", checkpoint="/ckpt/caption_cn_base.pt", data="/d/muge/caption_valid.tsv",
+                      command="python scripts/evaluate.py --checkpoint /ckpt/caption_cn_base.pt --beam 8"),
         write_metrics(Path("out/g1"), **{"acc@0.5": 75.0, "count": 4, "mean_iou": 0.61},
                       task="RefcocoTask", checkpoint="ck/refcocog_cn_large.pt", data="d/refcocog_test.tsv"),
         write_metrics(Path("out/g2"), **{"acc@0.5": 50.0}, checkpoint="ck/refcocoplus_cn_base.pt",
@@ -54,21 +55,21 @@ def test_renders_hand_written_metrics(tmp_path, monkeypatch):
 
 | Checkpoint | Data | BLEU@4 | ROUGE-L | CIDEr-D | Command |
 |---|---|---|---|---|---|
-| `caption_cn_base.pt` | `caption_valid.tsv` | 26.23 | 58.90 | 50.70 | `bash scripts/eval_caption.sh /ckpt/caption_cn_base.pt /d/muge/caption_valid.tsv out/cap` |
+| `caption_cn_base.pt` | `caption_valid.tsv` | 26.23 (–) | 58.90 (–) | 50.70 (–) | `python scripts/evaluate.py --checkpoint /ckpt/caption_cn_base.pt --beam 8` |
 
 ### RefCOCO-CN series
 
 | Checkpoint | Dataset | Split | Acc@0.5 | Command |
 |---|---|---|---|---|
-| `refcocog_cn_large.pt` | RefCOCOg-CN | test-u | 75.00 | `bash scripts/eval_refcoco.sh ck/refcocog_cn_large.pt d/refcocog_test.tsv out/g1` |
-| `refcocoplus_cn_base.pt` | RefCOCO+-CN | testA | 50.00 | `bash scripts/eval_refcoco.sh ck/refcocoplus_cn_base.pt d/refcocoplus_testa.tsv out/g2` |
-| `checkpoint_best.pt` | – | my_split | 12.50 | `bash scripts/eval_refcoco.sh mine/checkpoint_best.pt d/my_split.tsv out/g3` |
+| `refcocog_cn_large.pt` | RefCOCOg-CN | test-u | 75.00 (71.30) | – |
+| `refcocoplus_cn_base.pt` | RefCOCO+-CN | testA | 50.00 (77.26) | – |
+| `checkpoint_best.pt` | – | my_split | 12.50 (–) | – |
 
 ### Chinese OCR
 
 | Checkpoint | Data | Accuracy | NED | Command |
 |---|---|---|---|---|
-| `ofa_cn_ocr_base.pt` | `ocr_scene_test.tsv` | 81.00 | – | `bash scripts/eval_ocr.sh ck/ofa_cn_ocr_base.pt d/ocr_scene_test.tsv out/ocr` |
+| `ofa_cn_ocr_base.pt` | `ocr_scene_test.tsv` | 81.00 (–) | – (–) | – |
 """
     assert make_tables.render(make_tables.load(dirs)) == expected
     # the same through the command line, and only the sections that have rows
@@ -81,7 +82,8 @@ def test_renders_hand_written_metrics(tmp_path, monkeypatch):
 
 def test_bad_inputs_say_what_is_wrong(tmp_path):
     not_metrics = write_metrics(tmp_path / "x", loss=1.0, checkpoint="a.pt", data="b.tsv")
-    for argument, message in ((not_metrics, "none of the metric keys"), (str(tmp_path / "absent"), "no metrics.json")):
+    for argument, message in ((not_metrics, "none of the metric keys"), (str(tmp_path / "absent"), "no metrics.json"),
+                              (str(tmp_path / "absent"), "upload its muge_submission.jsonl")):
         run = subprocess.run([sys.executable, str(SCRIPTS / "make_tables.py"), argument],
                              capture_output=True, text=True)
         assert run.returncode == 1 and message in run.stderr and run.stdout == ""
@@ -95,25 +97,34 @@ PUBLISHED_GROUNDING = {
 }
 
 
-def test_checkpoints_md_tables_are_make_tables_output(tmp_path, monkeypatch):
-    """checkpoints.md shows what make_tables.py prints for the published numbers at the documented paths."""
-    monkeypatch.chdir(tmp_path)
-    dirs = []
-    for size, (bleu4, rouge_l, cider) in PUBLISHED_CAPTION.items():
-        dirs.append(write_metrics(Path(f"results/caption_cn_{size}/test"), bleu4=bleu4, rouge_l=rouge_l, cider=cider,
-                                  checkpoint=f"checkpoints/caption_cn_{size}.pt", data="data/muge/caption_test.tsv"))
-    for size, datasets in PUBLISHED_GROUNDING.items():
-        for dataset, values in datasets.items():
-            splits = ("val", "test") if dataset == "refcocog" else ("val", "testA", "testB")
-            for split, value in zip(splits, values):
-                dirs.append(write_metrics(Path(f"results/{dataset}_cn_{size}/{split}"), **{"acc@0.5": value},
-                                          checkpoint=f"checkpoints/{dataset}_cn_{size}.pt",
-                                          data=f"data/refcoco_cn/{dataset}_{split}.tsv"))
-    for size in ("base", "large"):
-        dirs.append(write_metrics(Path(f"results/ofa_cn_ocr_{size}/scene_test"), accuracy=None, ned=None,
-                                  checkpoint=f"checkpoints/ofa_cn_ocr_{size}.pt", data="data/ocr/ocr_scene_test.tsv"))
-    rendered = make_tables.render(make_tables.load(dirs))
+def test_checkpoints_md_tables_are_make_tables_output():
+    """checkpoints.md shows what `make_tables.py --published` prints, and those are the original's numbers."""
+    results = make_tables.published_results()
+    shown = {}
+    for r in results:
+        size = "large" if "_large" in r.checkpoint else "base"
+        if "caption" in r.checkpoint:
+            shown[("caption", size)] = (r.metrics["bleu4"], r.metrics["rouge_l"], r.metrics["cider"])
+        elif "acc@0.5" in r.metrics:
+            dataset = Path(r.checkpoint).stem.split("_cn_")[0]
+            shown.setdefault((dataset, size), ())
+            shown[(dataset, size)] += (r.metrics["acc@0.5"],)
+    assert {k: v for k, v in shown.items() if k[0] == "caption"} == {("caption", s): v for s, v in PUBLISHED_CAPTION.items()}
+    assert {k: v for k, v in shown.items() if k[0] != "caption"} == {
+        (d, s): v for s, datasets in PUBLISHED_GROUNDING.items() for d, v in datasets.items()}
+    rendered = make_tables.render(results)
     assert rendered in (REPO / "checkpoints.md").read_text(encoding="utf-8")
+    run = subprocess.run([sys.executable, str(SCRIPTS / "make_tables.py"), "--published"], capture_output=True,
+                         text=True)
+    assert run.returncode == 0 and run.stdout == rendered
+
+
+def test_a_run_shows_its_published_number_and_recorded_command(tmp_path):
+    folder = write_metrics(tmp_path / "r", **{"acc@0.5": 80.5}, checkpoint="/x/refcoco_cn_base.pt",
+                           data="/d/refcoco_testB.tsv", command="python scripts/evaluate.py --data /d/refcoco_testB.tsv")
+    text = make_tables.render(make_tables.load([folder]))
+    assert "| `refcoco_cn_base.pt` | RefCOCO-CN | testB | 80.50 (76.68) | " \
+           "`python scripts/evaluate.py --data /d/refcoco_testB.tsv` |" in text
 
 
 def released_names() -> list[str]:

@@ -51,6 +51,6 @@ class CaptionTask(OFATask):
         return [{"image_id": str(image_id), "caption": self.decode_text(tokens), "references": list(refs)}
                 for image_id, tokens, refs in zip(sample["image_ids"], best_tokens, sample["references"])]
 
-    def corpus_metrics(self, rows):
+    def corpus_metrics(self, rows, tokenize: str = "char"):
         return score_captions({r["image_id"]: r["caption"] for r in rows},
-                              {r["image_id"]: r["references"] for r in rows})
+                              {r["image_id"]: r["references"] for r in rows}, tokenize=tokenize)

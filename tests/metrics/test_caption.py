@@ -10,14 +10,16 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
 import ofa_cn.metrics
-from ofa_cn.metrics import char_tokens, score_captions
+from ofa_cn.metrics import char_tokens, jieba_tokens, score_captions
 
 # no character is shared between the images, so every n-gram has document frequency 1
 DISJOINT = {"1": "一个男人在骑车", "2": "两只猫睡觉了", "3": "红色花朵开放"}
 
 
 def test_char_tokens():
-    assert char_tokens("一个穿着 T恤的man") == "一 个 穿 着 T 恤 的 m a n"
+    # MUGE's rule: Chinese characters one by one, a run of ASCII letters and digits one token
+    assert char_tokens("一个穿着 T恤的man") == "一 个 穿 着 T 恤 的 man"
+    assert char_tokens("iphone12手机，3.5寸") == "iphone12 手 机 ， 3 . 5 寸"
     assert char_tokens(" 一 个\t男人\n") == "一 个 男 人"
     assert char_tokens("   ") == ""
 
@@ -110,3 +112,44 @@ def test_metrics_package_imports_no_torch_and_nothing_else_from_ofa_cn():
             for name in names:
                 top = name.split(".")[0]
                 assert top not in ("torch", "ofa_cn", "fairseq"), f"{path.name} imports {name}"
+
+
+def test_jieba_tokens_are_words_whatever_the_spacing():
+    assert jieba_tokens("一个男人在骑自行车") == "一个 男人 在 骑 自行车"
+    assert jieba_tokens("一 个 男 人 在 骑 自 行 车") == "一个 男人 在 骑 自行车"  # the original's spaced output
+    assert jieba_tokens("穿着T恤的 iphone12 男人") == "穿着 T恤 的 iphone12 男人"
+
+
+@pytest.mark.parametrize("tokenize", ["char", "jieba"])
+def test_both_tokenizations_equal_pycocoevalcap_on_hand_split_text(tokenize):
+    preds = {"1": "一个男人在骑车", "2": "两只猫", "3": "白色运动鞋白色运动鞋"}
+    refs = {"1": ["一个男人在骑自行车", "男人骑车"], "2": ["两只猫在睡觉"], "3": ["一双白色的运动鞋", "白色运动鞋"]}
+    by_hand = {  # the same corpus, split by hand (jieba: its default dictionary's words)
+        "char": ({"1": ["一 个 男 人 在 骑 车"], "2": ["两 只 猫"], "3": ["白 色 运 动 鞋 白 色 运 动 鞋"]},
+                 {"1": ["一 个 男 人 在 骑 自 行 车", "男 人 骑 车"], "2": ["两 只 猫 在 睡 觉"],
+                  "3": ["一 双 白 色 的 运 动 鞋", "白 色 运 动 鞋"]}),
+        "jieba": ({"1": ["一个 男人 在 骑车"], "2": ["两只 猫"], "3": ["白色 运动鞋 白色 运动鞋"]},
+                  {"1": ["一个 男人 在 骑 自行车", "男人 骑车"], "2": ["两只 猫 在 睡觉"],
+                   "3": ["一双 白色 的 运动鞋", "白色 运动鞋"]}),
+    }
+    res, gts = by_hand[tokenize]
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    rouge, _ = Rouge().compute_score(gts, res)
+    cider, _ = Cider().compute_score(gts, res)
+    scores = score_captions(preds, refs, tokenize=tokenize)
+    assert scores["tokenize"] == tokenize
+    assert scores["bleu4"] == pytest.approx(100 * bleu[3], abs=1e-9)
+    assert scores["rouge_l"] == pytest.approx(100 * rouge, abs=1e-9)
+    assert scores["cider"] == pytest.approx(100 * cider, abs=1e-9)
+    assert scores["cider"] > 10  # not a trivial case
+
+
+def test_word_and_character_scores_differ():
+    # one wrong character in a two-character word costs one char token but the whole word
+    preds, refs = {"1": "白色运动鞋", "2": "红裙子"}, {"1": ["白色运动衣"], "2": ["红裙子"]}
+    char, words = score_captions(preds, refs, "char"), score_captions(preds, refs, "jieba")
+    # ROUGE-L of image 1: chars LCS 4 of 5 -> P = R = 0.8; words ["白色", "运动鞋"] vs ["白色", "运动衣"]: 1 of 2
+    assert char["rouge_l"] == pytest.approx(100 * (0.8 + 1.0) / 2, abs=1e-9)
+    assert words["rouge_l"] == pytest.approx(100 * (0.5 + 1.0) / 2, abs=1e-9)
+    with pytest.raises(ValueError, match="tokenize 'words'"):
+        score_captions(preds, refs, "words")
