@@ -31,7 +31,7 @@ from .text_lines import CHARACTERS, OCR_SIZE, find_font, render_text_line, sampl
 logger = logging.getLogger(__name__)
 
 # Bump when the generated content changes, so an old directory is not taken as complete.
-GENERATOR_VERSION = 2  # 2: 64-80 px scenes, 64 x 64 OCR cards of 2-4 characters on a 16 px pitch
+GENERATOR_VERSION = 2  # 2: 64-80 px scenes, 64 x 64 OCR cards of 2-3 characters on a 21 px pitch
 
 TASKS = ("caption", "grounding", "ocr")
 SPLITS = ("train", "valid", "test")

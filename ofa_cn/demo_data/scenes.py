@@ -45,7 +45,7 @@ SIZE_RATIO = 1.5  # "biggest" needs every other candidate's area to be at most 1
 SCENE_SIZES: tuple[tuple[int, int], ...] = (
     (64, 64), (72, 64), (64, 72), (80, 64), (64, 80), (72, 72),
 )  # (width, height): around 64-80 px so the demo model at patch_image_size 64 sees them nearly 1:1
-OBJECT_SIZE = (14, 28)  # side of an object's square cell in px, inclusive range
+OBJECT_SIZE = (18, 32)  # side of an object's square cell in px, inclusive range
 OBJECT_GAP = 2  # px of background kept between object cells, so boxes never touch
 DISTRACTOR_PROB = 0.5  # chance that a further object copies the colour and/or shape of an earlier one
 
