@@ -1,22 +1,33 @@
 #!/usr/bin/env python
-"""The main job on an embedded default: generate data, train a small OFA-CN, evaluate, report.
+"""The main job on an embedded default: pretrain once, then finetune, evaluate and report.
 
     make demo                                   (= python scripts/demo.py)
-    OFA_CN_DEMO_MINUTES=5 make demo             shorter training (default 15 minutes)
-    python scripts/demo.py --retrain            train again even if a finished run exists
+    OFA_CN_DEMO_MINUTES=30 make demo            a longer finetuning (default 15 minutes at most)
+    python scripts/demo.py --retrain            train again even if finished runs exist
     python scripts/demo.py --smoke --out DIR    a two-minute version (the test suite runs it)
+    python scripts/demo.py --pretrain           remake the shipped pretrained checkpoint (~35 minutes)
 
-Everything goes through the real entry points: `fairseq-hydra-train` with configs/demo/demo.yaml,
-then ofa_cn.evaluate (what scripts/evaluate.py runs) on each task's held-out split, for the
-trained model and for the same model untrained, plus each model's loss with the test rows' own
-images against another row's (ofa_cn.image_reliance: does it look at the picture?). Results:
-OUT/results.md, OUT/results.json and OUT/report.html (examples with boxes, captions, OCR, and the
-loss curve). A longer run (OFA_CN_DEMO_MINUTES) also decays the learning rate over more updates.
+As OFA-CN itself was made: a small OFA-CN (`ofa_cn_demo`) is pretrained once on a large generated
+corpus (configs/demo/pretrain.yaml; the result ships in fp16 as ofa_cn/assets/demo_pretrained/,
+checked by its sha256), and `make demo` finetunes it on the demo's own generated data
+(configs/demo/demo.yaml, through the real `fairseq-hydra-train`), side by side with the same
+finetuning from random initialisation. Both are evaluated with ofa_cn.evaluate (what
+scripts/evaluate.py runs) on a held-out split whose seed is disjoint from everything trained on,
+with the untrained and the pretrained-only models, as the OFA-CN checkpoint page compares them.
+Results: OUT/results.md, OUT/results.json and OUT/report.html.
+
+A busy machine: every training and evaluation process runs one thread (OMP_NUM_THREADS=1). torch's
+OpenMP threads wait for each other by spinning, so a 2-thread process whose second core is taken
+by another program loses most of its speed (measured: 27 % of its quiet updates with one busy
+loop beside it); two one-thread processes, the two runs side by side, each keep a core, and
+with a third CPU-bound program each still gets two thirds of one. The data are read in the
+training process itself (num_workers 0), so no loader process competes for the cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import logging
 import os
@@ -25,15 +36,20 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("demo")
 
 TASKS = {  # evaluation task name -> (data prefix, metric key, shown name, target)
     "caption": ("caption", "cider", "CIDEr-D", ">= 100"),
-    "refcoco": ("grounding", "acc@0.5", "Acc@0.5 (%)", ">= 50"),
-    "ocr": ("ocr", "accuracy", "accuracy (%)", ">= 50"),
+    "refcoco": ("grounding", "acc@0.5", "Acc@0.5 (%)", ">= 60"),
+    "ocr": ("ocr", "accuracy", "accuracy (%)", ">= 60"),
+}
+# the four rows of the OFA-CN checkpoint page, as columns: model name -> what it is
+MODELS = {
+    "untrained": "random initialisation, no training",
+    "from scratch": "finetuned on the demo data from random initialisation",
+    "pretrained only": "the shipped pretrained checkpoint, not finetuned",
+    "pretrained + finetuned": "the shipped pretrained checkpoint finetuned on the demo data",
 }
 # demo generation: captions may legitimately repeat 3-grams (一个红色的... 一个红色的...)
 GENERATION = {
@@ -41,92 +57,136 @@ GENERATION = {
     "refcoco": {},
     "ocr": {"beam": 3, "max_len_b": 10},
 }
+DEMO_SEED = 0  # the demo's own data (train, valid and the held-out test split)
+PRETRAIN_SEED = 1  # the pretraining corpus: every random stream differs from the demo's
+PRETRAIN_COUNTS = {"train": 24000, "valid": 100, "test": 200}  # rows per task
 # does the model look at the picture: teacher-forced target loss on this many test rows, with each
 # row's own image and with the previous row's (equal losses: the picture is ignored)
 RELIANCE_ROWS = 64
 RELIANCE_HEADING = (f"Target loss (nats per token, first {RELIANCE_ROWS} test rows) with each row's own image "
-                    "and with another row's image; equal losses mean the model ignores the picture:")
-# the learning-rate schedule's length per minute of training: about what this 2-core CPU runs
-# (2,100-2,440 updates in 15 minutes), so the rate has nearly decayed when the clock stops
-UPDATES_PER_MINUTE = 200
-SMOKE_OVERRIDES = [
-    "model.encoder_layers=1", "model.decoder_layers=1", "model.encoder_embed_dim=48", "model.decoder_embed_dim=48",
-    "model.encoder_ffn_embed_dim=64", "model.decoder_ffn_embed_dim=64", "model.encoder_attention_heads=2",
-    "model.decoder_attention_heads=2", "task.patch_image_size=64", "task.max_image_size=64",
-    "optimization.max_update=4", "dataset.batch_size=4", "dataset.num_workers=0",
-    "checkpoint.save_interval_updates=2", "lr_scheduler.warmup_updates=1", "common.log_interval=1",
-]
+                    "and with another row's image; equal losses mean the model ignores the picture")
+# Finetuning updates per minute of the budget: both runs side by side, one thread each, make
+# about 2.2 updates a second each on a quiet 2-core machine, so 80 a minute finishes in about
+# 60 % of the budget there and still within it with one other CPU-bound program running.
+UPDATES_PER_MINUTE = 80
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+SMOKE_COUNTS = {"train": 48, "valid": 8, "test": 12}
+SMOKE_OVERRIDES = ["optimization.max_update=4", "dataset.batch_size=4", "checkpoint.save_interval_updates=2",
+                   "lr_scheduler.warmup_updates=1", "common.log_interval=1"]
+EXAMPLES = 8  # held-out examples per task on the report page
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(REPO / "demo_out"), help="output folder (default demo_out/)")
     p.add_argument("--minutes", type=float, default=float(os.environ.get("OFA_CN_DEMO_MINUTES", "15")),
-                   help="training time budget (default: $OFA_CN_DEMO_MINUTES or 15)")
-    p.add_argument("--retrain", action="store_true", help="train again even if a finished run exists")
-    p.add_argument("--smoke", action="store_true", help="tiny data and model: checks the pipeline in ~2 minutes")
-    p.add_argument("--seed", type=int, default=0, help="data seed")
+                   help="finetuning budget in minutes (default: $OFA_CN_DEMO_MINUTES or 15); the runs make "
+                        f"{UPDATES_PER_MINUTE} updates a minute of it and stop at it in any case")
+    p.add_argument("--retrain", action="store_true", help="train again even if finished runs exist")
+    p.add_argument("--smoke", action="store_true", help="tiny data, 4 updates: checks the pipeline in ~2 minutes")
+    p.add_argument("--pretrain", action="store_true",
+                   help="make the pretrained checkpoint (configs/demo/pretrain.yaml) instead of the demo")
+    p.add_argument("--pretrained", default=None,
+                   help="pretrained folder to finetune (default: the shipped ofa_cn/assets/demo_pretrained, "
+                        "sha256-checked); with --pretrain: where to write it")
     return p.parse_args(argv)
 
 
-def make_data(out: Path, seed: int, smoke: bool) -> Path:
+# ---------------------------------------------------------------------------------------- data
+
+
+def make_data(folder: Path, seed: int, counts: dict[str, int] | None) -> Path:
     from ofa_cn.demo_data import generate_dataset
 
-    counts = {"train": 48, "valid": 8, "test": 12} if smoke else None
-    data = out / "data"
-    generate_dataset(data, seed=seed, counts=counts)  # does nothing if already complete
-    return data
+    generate_dataset(folder, seed=seed, counts=counts)  # does nothing if already complete
+    return folder
 
 
-def schedule_length(minutes: float) -> int:
-    """Updates over which the learning rate decays (`lr_scheduler.total_num_update`) for a run of
-    `minutes`: UPDATES_PER_MINUTE a minute, so a longer run keeps learning instead of spending its
-    extra time at the final rate (15 minutes: 3,000, the YAML's value)."""
+def data_args(data: Path) -> list[str]:
+    return [f"task.{t}_data='{data}/{t}_train.tsv,{data}/{t}_valid.tsv'" for t in ("caption", "grounding", "ocr")]
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def finetune_updates(minutes: float) -> int:
+    """Updates of each finetuning run for a budget of `minutes` (15 minutes: 1,200)."""
     return max(1, round(UPDATES_PER_MINUTE * minutes))
 
 
-def training_command(run: Path, data: Path, minutes: float, smoke: bool) -> list[str]:
-    """The fairseq-hydra-train command line of a demo run."""
-    pairs = {t: f"{data}/{t}_train.tsv,{data}/{t}_valid.tsv" for t in ("caption", "grounding", "ocr")}
+def training_command(config: str, run: Path, data: Path, minutes: float, updates: int, smoke: bool,
+                     start: Path | None = None) -> list[str]:
+    """The fairseq-hydra-train command line of one run of configs/demo/<config>.yaml.
+
+    Args:
+        updates: optimization.max_update (the learning rate decays over them).
+        minutes: optimization.stop_time_hours: the run stops there even if `updates` are not done.
+        start: a `.pt` to finetune from (fairseq's --finetune-from-model: weights only, on the
+            first launch; an interrupted run resumes from its own checkpoint_last.pt).
+    """
     cmd = [str(Path(sys.executable).parent / "fairseq-hydra-train"), "--config-dir", str(REPO / "configs/demo"),
-           "--config-name", "demo", f"common.user_dir={REPO / 'ofa_cn'}",
-           f"task.caption_data='{pairs['caption']}'", f"task.grounding_data='{pairs['grounding']}'",
-           f"task.ocr_data='{pairs['ocr']}'", f"checkpoint.save_dir={run}",
-           f"common.tensorboard_logdir={run / 'tensorboard'}", f"optimization.stop_time_hours={minutes / 60:.4f}",
-           f"lr_scheduler.total_num_update={schedule_length(minutes)}"]
+           "--config-name", config, f"common.user_dir={REPO / 'ofa_cn'}", *data_args(data),
+           f"checkpoint.save_dir={run}", f"++common.tensorboard_logdir={run / 'tensorboard'}",
+           f"optimization.max_update={updates}", f"optimization.stop_time_hours={minutes / 60:.4f}"]
+    if start is not None:
+        cmd.append(f"checkpoint.finetune_from_model={start}")
     if smoke:
         cmd += ["++" + o for o in SMOKE_OVERRIDES]  # ++: set whether or not the YAML has the key
     return cmd
 
 
-def train(out: Path, data: Path, minutes: float, retrain: bool, smoke: bool) -> Path:
-    run = out / "run"
-    done = run / "DONE"
-    if done.exists() and not retrain:
-        logger.info("a finished training run is in %s (use --retrain to train again)", run)
-        return run / "checkpoint_last.pt"
-    if retrain and run.exists():
-        for f in run.glob("checkpoint*.pt"):
-            f.unlink()
-        done.unlink(missing_ok=True)
-    run.mkdir(parents=True, exist_ok=True)
-    cmd = training_command(run, data, minutes, smoke)
-    logger.info("training (%.1f min budget): %s", minutes, " ".join(cmd))
-    resuming = (run / "checkpoint_last.pt").exists()  # an interrupted run: fairseq resumes it
-    with open(run / "train.log", "a" if resuming else "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=run)
-        for line in proc.stdout:  # progress on the terminal, everything in train.log
-            log.write(line)
-            if "train_inner" in line or "done training" in line or "Error" in line:
-                sys.stderr.write(line)
-        if proc.wait() != 0:
-            raise SystemExit(f"training failed (exit {proc.returncode}); see {run / 'train.log'}")
-    done.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
-    return run / "checkpoint_last.pt"
+def _last_progress(log: Path) -> dict | None:
+    """The last `train_inner` entry of a fairseq json log (update, loss, ups, ...), if any."""
+    last = None
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if "train_inner" in line and "{" in line:
+            try:
+                last = json.loads(line[line.index("{"):])
+            except json.JSONDecodeError:
+                pass
+    return last
+
+
+def run_side_by_side(runs: dict[str, tuple[list[str], Path]]) -> dict[str, float]:
+    """Run the training commands at once, one thread each; print progress; -> updates per minute.
+
+    runs: name -> (command, run folder). A folder with a DONE file is skipped.
+    """
+    procs, logs, started = {}, {}, time.time()
+    for name, (cmd, run) in runs.items():
+        run.mkdir(parents=True, exist_ok=True)
+        resuming = (run / "checkpoint_last.pt").exists()  # an interrupted run: fairseq resumes it
+        logs[name] = run / "train.log"
+        logger.info("training %s%s: %s", name, " (resuming)" if resuming else "", " ".join(cmd))
+        with open(logs[name], "a" if resuming else "w", encoding="utf-8") as log:
+            procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=run,
+                                           env={**os.environ, **ONE_THREAD})
+    rates: dict[str, float] = {}
+    while procs:
+        time.sleep(1 if any(p.poll() is None for p in procs.values()) else 0)
+        for name in list(procs):
+            done = procs[name].poll() is not None
+            if done or int(time.time() - started) % 30 == 0:
+                progress = _last_progress(logs[name])
+                if progress:
+                    rates[name] = float(progress["ups"]) * 60
+                    logger.info("%-22s update %5s  loss %6s  %5.0f updates/min", name, progress["num_updates"],
+                                progress["loss"], rates[name])
+            if done:
+                if procs.pop(name).returncode != 0:
+                    for other in procs.values():
+                        other.terminate()
+                    raise SystemExit(f"training {name} failed; see {logs[name]}")
+                (runs[name][1] / "DONE").write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+        if procs:
+            time.sleep(1)
+    return rates
 
 
 def untrained_checkpoint(trained: Path) -> Path:
-    """The same architecture and config, freshly initialised (seeded): the 'before' column."""
+    """The same architecture and config, freshly initialised (seeded): the 'untrained' column."""
+    import torch
+
     from ofa_cn.checkpoint import load_checkpoint_file, model_config
     from ofa_cn.model.ofa import OFAModel
 
@@ -140,65 +200,213 @@ def untrained_checkpoint(trained: Path) -> Path:
     return out
 
 
-def evaluate_all(out: Path, data: Path, checkpoint: Path, name: str) -> dict:
+# ---------------------------------------------------------------------------------- evaluation
+
+
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _evaluate_job(job: tuple[str, str, str, str, str]) -> tuple[str, str, dict]:
+    model, checkpoint, task, data, out_dir = job
     from ofa_cn.evaluate import evaluate
 
-    results = {}
-    for task, (prefix, *_rest) in TASKS.items():
-        target = out / "eval" / name / task
-        if (target / "metrics.json").exists() and (target / "predictions.jsonl").stat().st_mtime > checkpoint.stat().st_mtime:
-            results[task] = json.loads((target / "metrics.json").read_text(encoding="utf-8"))
-            continue
-        logger.info("evaluating the %s model on %s_test.tsv", name, prefix)
-        results[task] = evaluate(checkpoint, data / f"{prefix}_test.tsv", target, task_name=task, batch_size=16,
-                                 generation=GENERATION[task], device="cpu")
-    return results
+    metrics = evaluate(checkpoint, data, out_dir, task_name=task, batch_size=32, generation=GENERATION[task],
+                       device="cpu", progress=False)
+    return model, task, metrics
 
 
-def image_reliance_all(data: Path, checkpoints: dict[str, Path]) -> dict:
-    """Target loss with own vs another row's image, per model and task (the first RELIANCE_ROWS test rows)."""
+def _reliance_job(job: tuple[str, str, dict]) -> tuple[str, dict]:
+    model, checkpoint, tsvs = job
     from ofa_cn.image_reliance import image_reliance_on_data
 
-    tsvs = {task: data / f"{prefix}_test.tsv" for task, (prefix, *_rest) in TASKS.items()}
-    return {name: image_reliance_on_data(ckpt, tsvs, rows=RELIANCE_ROWS) for name, ckpt in checkpoints.items()}
+    return model, image_reliance_on_data(checkpoint, tsvs, rows=RELIANCE_ROWS)
 
 
-def write_report(out: Path, data: Path, before: dict, after: dict, reliance: dict, minutes: float) -> str:
+def evaluate_models(out: Path, data: Path, checkpoints: dict[str, Path]) -> tuple[dict, dict]:
+    """Metrics and image reliance of every model on every task, two one-thread processes at a time.
+
+    Returns (metrics[model][task], reliance[model][task]); finished evaluations newer than their
+    checkpoint are read back instead of recomputed.
+    """
+    metrics: dict[str, dict] = {m: {} for m in checkpoints}
+    jobs = []
+    for model, checkpoint in checkpoints.items():
+        for task in TASKS:
+            target = out / "eval" / model.replace(" ", "_").replace("+", "and") / task
+            done = target / "metrics.json"
+            if done.exists() and done.stat().st_mtime > Path(checkpoint).stat().st_mtime:
+                metrics[model][task] = json.loads(done.read_text(encoding="utf-8"))
+            else:
+                jobs.append((model, str(checkpoint), task, str(data / f"{TASKS[task][0]}_test.tsv"), str(target)))
+    tsvs = {task: str(data / f"{prefix}_test.tsv") for task, (prefix, *_rest) in TASKS.items()}
+    reliance: dict[str, dict] = {}
+    with concurrent.futures.ProcessPoolExecutor(2, initializer=_one_thread) as pool:
+        logger.info("evaluating %d model x task pairs and the image reliance of %d models", len(jobs),
+                    len(checkpoints))
+        for model, task, result in pool.map(_evaluate_job, jobs):
+            metrics[model][task] = result
+        for model, result in pool.map(_reliance_job, [(m, str(c), tsvs) for m, c in checkpoints.items()]):
+            reliance[model] = result
+    return metrics, reliance
+
+
+# -------------------------------------------------------------------------------------- report
+
+
+def _examples(out: Path, data: Path, model: str) -> dict[str, list[dict]]:
+    """The first EXAMPLES held-out rows of each task with `model`'s predictions, for the page."""
     from ofa_cn.data.image import decode_image
-    from ofa_cn.report import plot_curve, read_training_losses, reliance_table, results_table, write_html
+    from ofa_cn.metrics.grounding import box_iou
 
-    rows = [{"task": task, "metric": shown, "untrained": float(before[task][key]), "trained": float(after[task][key]),
-             "target": target} for task, (_p, key, shown, target) in TASKS.items()]
-    table = results_table(rows) + "\n\n" + RELIANCE_HEADING + "\n\n" + reliance_table(reliance)
-    (out / "results.md").write_text(table + "\n", encoding="utf-8")
-    (out / "results.json").write_text(json.dumps({"untrained": before, "trained": after, "image_reliance": reliance},
+    folder = out / "eval" / model.replace(" ", "_").replace("+", "and")
+
+    def predictions(task, key):
+        return {json.loads(line)[key]: json.loads(line) for line in open(folder / task / "predictions.jsonl",
+                                                                         encoding="utf-8")}
+
+    def rows(prefix):
+        with open(data / f"{prefix}_test.tsv", encoding="utf-8") as f:
+            return [line.rstrip("\n").split("\t") for _, line in zip(range(EXAMPLES), f)]
+
+    captions, boxes, texts = predictions("caption", "image_id"), predictions("refcoco", "uniq_id"), \
+        predictions("ocr", "uniq_id")
+    sections = {"caption": [], "grounding": [], "ocr": []}
+    for row in rows("caption"):
+        refs = row[2].split("&&")
+        pred = captions.get(row[0], {}).get("caption", "")
+        sections["caption"].append({"image": decode_image(row[1], "caption_test.tsv"), "title": "图片描述",
+                                    "prediction": pred, "truth": refs[0], "correct": pred in refs})
+    for row in rows("grounding"):
+        truth = [float(v) for v in row[3].split(",")]
+        pred = boxes.get(row[0], {}).get("box")
+        sections["grounding"].append({"image": decode_image(row[1], "grounding_test.tsv"), "title": row[2],
+                                      "box_true": truth, "box_pred": pred,
+                                      "prediction": ", ".join(f"{v:.0f}" for v in pred) if pred else "(none)",
+                                      "truth": ", ".join(f"{v:.0f}" for v in truth),
+                                      "correct": pred is not None and box_iou(pred, truth) >= 0.5})
+    for row in rows("ocr"):
+        pred = texts.get(row[0], {}).get("text", "")
+        sections["ocr"].append({"image": decode_image(row[1], "ocr_test.tsv"), "title": "图片上的文字",
+                                "prediction": pred, "truth": row[2], "correct": pred.replace(" ", "") == row[2]})
+    return sections
+
+
+def write_report(out: Path, data: Path, metrics: dict, reliance: dict, curves: dict, notes: str) -> str:
+    from ofa_cn.report import plot_curves, reliance_table, results_table, write_html
+
+    rows = [{"task": task, "metric": shown, "target": target,
+             "values": {m: float(metrics[m][task][key]) for m in MODELS}}
+            for task, (_p, key, shown, target) in TASKS.items()]
+    table = results_table(rows, list(MODELS))
+    reliance_md = reliance_table({m: reliance[m] for m in MODELS})
+    (out / "results.md").write_text(f"{table}\n\n{RELIANCE_HEADING}:\n\n{reliance_md}\n\n{notes}\n", encoding="utf-8")
+    (out / "results.json").write_text(json.dumps({"metrics": metrics, "image_reliance": reliance, "notes": notes},
                                                  indent=2, ensure_ascii=False), encoding="utf-8")
-
-    def read(path, key):
-        return {json.loads(line)[key]: json.loads(line) for line in open(path, encoding="utf-8")}
-
-    captions = read(out / "eval/trained/caption/predictions.jsonl", "image_id")
-    boxes = read(out / "eval/trained/refcoco/predictions.jsonl", "uniq_id")
-    texts = read(out / "eval/trained/ocr/predictions.jsonl", "uniq_id")
-    examples = []
-    cap_rows = [line.rstrip("\n").split("\t") for line in open(data / "caption_test.tsv", encoding="utf-8")][:12]
-    ref_rows = [line.rstrip("\n").split("\t") for line in open(data / "grounding_test.tsv", encoding="utf-8")][:12]
-    ocr_rows = [line.rstrip("\n").split("\t") for line in open(data / "ocr_test.tsv", encoding="utf-8")][:12]
-    for cap, ref, ocr in zip(cap_rows, ref_rows, ocr_rows):
-        examples.append({
-            "image": decode_image(ref[1], "grounding_test.tsv"), "expression": ref[2],
-            "box_true": [float(v) for v in ref[3].split(",")], "box_pred": boxes.get(ref[0], {}).get("box"),
-            "caption_pred": captions.get(cap[0], {}).get("caption", ""), "caption_ref": cap[2].split("&&")[0],
-            "ocr_image": decode_image(ocr[1], "ocr_test.tsv"), "ocr_pred": texts.get(ocr[0], {}).get("text", ""),
-            "ocr_ref": ocr[2],
-        })
-    curve = plot_curve(read_training_losses(out / "run" / "train.log"))
+    curve = plot_curves(curves)
     curve.save(out / "loss_curve.png")
-    write_html(out / "report.html", rows, curve, examples,
-               notes=f"training budget {minutes:g} min on {torch.get_num_threads()} CPU threads; "
-                     f"held-out test split of the generated data; the caption card shows the caption test "
-                     f"image's prediction, the picture is the grounding test image.")
-    return table
+    sections = _examples(out, data, "pretrained + finetuned")
+    write_html(out / "report.html", "OFA-CN demo: pretrained, then finetuned, on a 2-core CPU",
+               {"Held-out results": table, RELIANCE_HEADING: reliance_md}, curve,
+               {"Caption (pretrained + finetuned)": sections["caption"],
+                "Grounding (pretrained + finetuned; green: truth, red: prediction)": sections["grounding"],
+                "OCR (pretrained + finetuned)": sections["ocr"]}, notes=notes)
+    return f"{table}\n\n{RELIANCE_HEADING}:\n\n{reliance_md}"
+
+
+# ---------------------------------------------------------------------------------------- modes
+
+
+def pretrain(args, out: Path) -> int:
+    """Make the pretrained checkpoint: fixed updates of configs/demo/pretrain.yaml, exported in fp16."""
+    from omegaconf import OmegaConf
+
+    from ofa_cn.demo_pretrained import PRETRAINED_DIR, export_fp16
+    from ofa_cn.report import read_training_losses
+
+    counts = SMOKE_COUNTS if args.smoke else PRETRAIN_COUNTS
+    data = make_data(out / "pretrain" / "data", PRETRAIN_SEED, counts)
+    run = out / "pretrain" / "run"
+    updates = OmegaConf.load(REPO / "configs/demo/pretrain.yaml")["optimization"]["max_update"]
+    if args.smoke:
+        updates = 4
+    if args.retrain and run.exists():
+        for f in run.glob("checkpoint*.pt"):
+            f.unlink()
+        (run / "DONE").unlink(missing_ok=True)
+    started = time.time()
+    if not (run / "DONE").exists():
+        # no time limit: the checkpoint is the same whatever the machine's speed
+        cmd = training_command("pretrain", run, data, minutes=24 * 60, updates=updates, smoke=args.smoke)
+        run_side_by_side({"pretraining": (cmd, run)})
+    minutes = (time.time() - started) / 60
+    target = Path(args.pretrained) if args.pretrained else PRETRAINED_DIR
+    made_by = {"command": "python scripts/demo.py --pretrain", "config": "configs/demo/pretrain.yaml",
+               "data_seed": PRETRAIN_SEED, "rows_per_task": counts, "updates": updates,
+               "minutes_this_run": round(minutes, 1),
+               "loss_curve": read_training_losses(run / "train.log")}
+    sha = export_fp16(run / "checkpoint_last.pt", target, made_by)
+    print(f"\npretrained checkpoint: {target}\nsha256 of model.safetensors: {sha}\n"
+          "put it in ofa_cn/demo_pretrained.py (PRETRAINED_SHA256) and the README if this is the shipped one")
+    return 0
+
+
+def demo(args, out: Path) -> int:
+    from ofa_cn.demo_pretrained import PRETRAINED_DIR, verify, write_finetune_start
+
+    started = time.time()
+    data = make_data(out / "data", DEMO_SEED, SMOKE_COUNTS if args.smoke else None)
+    if args.pretrained:
+        pretrained = Path(args.pretrained)
+        made_by = json.loads((pretrained / "config.json").read_text(encoding="utf-8")).get("made_by", {})
+    else:
+        pretrained = verify(PRETRAINED_DIR)
+        made_by = json.loads((pretrained / "config.json").read_text(encoding="utf-8"))["made_by"]
+    if made_by.get("data_seed") == DEMO_SEED:
+        raise SystemExit(f"{pretrained} was pretrained on data of seed {DEMO_SEED}, the demo's own: "
+                         "its held-out split would not be held out")
+    start = write_finetune_start(pretrained, out / "runs" / "pretrained_start.pt")
+
+    updates = 4 if args.smoke else finetune_updates(args.minutes)
+    runs = {"from scratch": out / "runs" / "from_scratch", "pretrained + finetuned": out / "runs" / "finetuned"}
+    commands = {name: (training_command("demo", run, data, args.minutes, updates, args.smoke,
+                                        start=start if name != "from scratch" else None), run)
+                for name, run in runs.items()}
+    for name, (_cmd, run) in commands.items():
+        if args.retrain and run.exists():
+            for f in run.glob("checkpoint*.pt"):
+                f.unlink()
+            (run / "DONE").unlink(missing_ok=True)
+    todo = {name: job for name, job in commands.items() if not (job[1] / "DONE").exists()}
+    for name in set(commands) - set(todo):
+        logger.info("a finished training run is in %s (use --retrain to train again)", commands[name][1])
+    rates = run_side_by_side(todo) if todo else {}
+    trained_at = time.time()
+
+    checkpoints = {"untrained": untrained_checkpoint(runs["from scratch"] / "checkpoint_last.pt"),
+                   "from scratch": runs["from scratch"] / "checkpoint_last.pt",
+                   "pretrained only": pretrained,
+                   "pretrained + finetuned": runs["pretrained + finetuned"] / "checkpoint_last.pt"}
+    metrics, reliance = evaluate_models(out, data, checkpoints)
+
+    from ofa_cn.report import read_training_losses
+
+    curves = {name: read_training_losses(run / "train.log") for name, run in runs.items()}
+    if made_by.get("loss_curve"):
+        curves = {"pretraining": made_by["loss_curve"], **curves}
+    done = {name: (_last_progress(run / "train.log") or {}).get("num_updates", "?") for name, run in runs.items()}
+    notes = (f"Finetuning: {updates} updates planned, at most {args.minutes:g} min, both runs side by side with "
+             f"one CPU thread each; done: " + ", ".join(f"{n} {u} updates" for n, u in done.items())
+             + (", " + ", ".join(f"{n} {r:.0f} updates/min" for n, r in rates.items()) if rates else "")
+             + f". Pretraining: {made_by.get('updates', '?')} updates on {made_by.get('rows_per_task', '?')} "
+             f"rows per task of seed {made_by.get('data_seed', '?')}; held-out test split of seed {DEMO_SEED}.")
+    table = write_report(out, data, metrics, reliance, curves, notes)
+    print("\n" + table + "\n\n" + notes)
+    print(f"\nreport: {out / 'report.html'}   (training {(trained_at - started) / 60:.1f} min, "
+          f"total {time.time() - started:.0f} s)")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -206,17 +414,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s | %(name)s | %(message)s", force=True)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    data = make_data(out, args.seed, args.smoke)
-    trained = train(out, data, args.minutes, args.retrain, args.smoke)
-    untrained = untrained_checkpoint(trained)
-    before = evaluate_all(out, data, untrained, "untrained")
-    after = evaluate_all(out, data, trained, "trained")
-    reliance = image_reliance_all(data, {"untrained": untrained, "trained": trained})
-    table = write_report(out, data, before, after, reliance, args.minutes)
-    print("\n" + table)
-    print(f"\nreport: {out / 'report.html'}   (total {time.time() - start:.0f} s)")
-    return 0
+    return pretrain(args, out) if args.pretrain else demo(args, out)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The demo's training command: the learning-rate schedule follows the time budget."""
+"""The demo's training commands: the finetuning length follows the budget; both runs one thread each."""
 
 from __future__ import annotations
 
@@ -20,14 +20,32 @@ def _demo_script():
 def test_default_budget_keeps_the_yaml_schedule():
     demo = _demo_script()
     saved = OmegaConf.load(REPO / "configs/demo/demo.yaml")
-    assert demo.schedule_length(15) == saved["lr_scheduler"]["total_num_update"] == 3000
-    assert saved["optimization"]["stop_time_hours"] == 0.25  # the 15 minutes that 3,000 updates are sized for
+    assert demo.finetune_updates(15) == saved["optimization"]["max_update"] == 1200
+    assert saved["optimization"]["stop_time_hours"] == 0.25  # the 15 minutes that 1,200 updates are sized for
+    assert OmegaConf.to_container(saved, resolve=False)["lr_scheduler"]["total_num_update"] == "${optimization.max_update}"
 
 
-def test_longer_runs_decay_over_more_updates(tmp_path):
+def test_pretraining_and_finetuning_build_the_same_model_and_task():
+    finetune = OmegaConf.load(REPO / "configs/demo/demo.yaml")
+    pretrain = OmegaConf.load(REPO / "configs/demo/pretrain.yaml")
+    assert finetune["model"] == pretrain["model"]
+    for key in ("_name", "patch_image_size", "max_image_size", "num_bins", "code_dict_size", "max_src_length",
+                "max_tgt_length"):
+        assert finetune["task"][key] == pretrain["task"][key], key
+
+
+def test_longer_runs_make_more_updates_and_the_pretrained_run_starts_from_the_checkpoint(tmp_path):
     demo = _demo_script()
-    assert demo.schedule_length(60) == 12000
-    assert demo.schedule_length(5) == 1000
-    cmd = demo.training_command(tmp_path / "run", tmp_path / "data", 60, smoke=False)
-    assert "lr_scheduler.total_num_update=12000" in cmd
-    assert "optimization.stop_time_hours=1.0000" in cmd
+    assert demo.finetune_updates(60) == 4800 and demo.finetune_updates(5) == 400
+    start = tmp_path / "start.pt"
+    cmd = demo.training_command("demo", tmp_path / "run", tmp_path / "data", 60, demo.finetune_updates(60),
+                                smoke=False, start=start)
+    assert "optimization.max_update=4800" in cmd and "optimization.stop_time_hours=1.0000" in cmd
+    assert f"checkpoint.finetune_from_model={start}" in cmd
+    scratch = demo.training_command("demo", tmp_path / "run", tmp_path / "data", 15, 1200, smoke=False)
+    assert not any(c.startswith("checkpoint.finetune_from_model") for c in scratch)
+
+
+def test_every_process_runs_one_thread():
+    demo = _demo_script()
+    assert demo.ONE_THREAD == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
