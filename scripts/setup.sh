@@ -35,12 +35,16 @@ if ! "$venv/bin/python" -c "import fairseq" >/dev/null 2>&1; then
     "${pip[@]}" --no-build-isolation --no-deps "fairseq-fixed==0.12.3.1"
 fi
 
-echo "== [4/5] a CJK font for the demo's rendered OCR lines (Debian fonts-wqy-microhei, 5 MB)"
-if [ ! -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ]; then
+echo "== [4/5] Debian packages: a CJK font for the demo's OCR cards (fonts-wqy-microhei, 5 MB) and"
+echo "         chromium, in which a test opens the demo's report page (headless)"
+missing=()
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && apt-get install -y -qq fonts-wqy-microhei >/dev/null
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     else
-        echo "setup.sh: install the font as root: apt-get install -y fonts-wqy-microhei (or set OFA_CN_DEMO_FONT)" >&2
+        echo "setup.sh: install as root: apt-get install -y ${missing[*]} (the font can also be set with OFA_CN_DEMO_FONT)" >&2
     fi
 fi
 

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from ofa_cn import demo_data
+from ofa_cn.demo_data.scenes import OBJECT_SIZE
 from ofa_cn.demo_data import (
     CHARACTERS,
     COLOURS,
@@ -231,7 +232,7 @@ def test_scenes_vary_and_include_distractors():
     assert {len(s.objects) for s in scenes} == {1, 2, 3}
     assert {o.colour for s in scenes for o in s.objects} == set(COLOURS)
     assert {o.shape for s in scenes for o in s.objects} == set(SHAPES)
-    assert len({o.size for s in scenes for o in s.objects}) > 15
+    assert {o.size for s in scenes for o in s.objects} == set(range(OBJECT_SIZE[0], OBJECT_SIZE[1] + 1))
     kinds = [[(o.colour, o.shape) for o in s.objects] for s in scenes]
     same_colour = sum(any(a[0] == b[0] and a[1] != b[1] for a in k for b in k) for k in kinds)
     same_shape = sum(any(a[1] == b[1] and a[0] != b[0] for a in k for b in k) for k in kinds)
