@@ -24,12 +24,13 @@ def register() -> None:
     from . import tasks  # noqa: F401  (registration happens on import)
 
 
-def load(checkpoint, task=None, device=None, dtype="float32", exif=True, any_task=False, task_args=None):
-    """A ``Predictor`` for a checkpoint (see ``ofa_cn.inference.Predictor`` for the arguments).
+def load(checkpoint, **options):
+    """A ``Predictor`` for a checkpoint: ``ofa_cn.inference.Predictor(checkpoint, **options)``.
 
-    Imported on first use, so that ``import ofa_cn`` stays cheap.
+    Options: task ("caption", "ground", "ocr"; default: the checkpoint's own), device, dtype
+    ("float32" or "bfloat16"), exif, any_task, task_args. Imported on first use, so that
+    ``import ofa_cn`` stays cheap.
     """
     from .inference import Predictor
 
-    return Predictor(checkpoint, task=task, device=device, dtype=dtype, exif=exif, any_task=any_task,
-                     task_args=task_args)
+    return Predictor(checkpoint, **options)

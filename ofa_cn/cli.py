@@ -150,9 +150,8 @@ def _predict(args: argparse.Namespace, command: str, images: list[str], texts: l
     task_args = parse_task_args(args.task_arg)
     if not Path(args.checkpoint).exists():
         raise UsageError(f"argument --checkpoint {args.checkpoint!r}: no such file or directory")
-    from .inference import Predictor, parse_dtype
+    from .inference import Predictor
 
-    parse_dtype(args.dtype)  # a bad --dtype fails before the model loads
     predictor = Predictor(args.checkpoint, task=command, device=args.device, dtype=args.dtype,
                           exif=not args.no_exif, any_task=args.any_task, task_args=task_args)
     return predictor.run(command, images, texts, batch_size=args.batch_size, return_scores=args.scores,
@@ -220,7 +219,8 @@ def _add_model_command(commands, name: str, run, summary: str, positional: str, 
     parser.add_argument("--checkpoint", required=True, help="released .pt, our checkpoint or an exported folder")
     parser.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    parser.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "fp32", "bfloat16", "bf16"],
+                        help="float32 (default) or bfloat16")
     parser.add_argument("--beam", type=int, help="beam size (default: the task's published setting)")
     parser.add_argument("--max-len-b", type=int, help="most tokens generated")
     parser.add_argument("--min-len", type=int, help="fewest tokens generated")

@@ -21,8 +21,12 @@ from typing import Any, Sequence
 import torch
 from tqdm import tqdm
 
-from .evaluate import load_pretrained, setup_task
-from .inputs import ImageInput, describe, read_image
+from .fairseq_import import import_fairseq
+
+import_fairseq()  # before .evaluate imports it: fairseq's import would configure logging
+
+from .evaluate import load_pretrained, setup_task  # noqa: E402
+from .inputs import ImageInput, describe, read_image  # noqa: E402
 
 # command (method) -> the fairseq task that answers it
 COMMAND_TASKS = {"caption": "caption", "ground": "refcoco", "ocr": "ocr"}
@@ -44,6 +48,19 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, str) and dtype.lower() in DTYPES:
         return DTYPES[dtype.lower()]
     raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)} (or torch.float32 / torch.bfloat16)")
+
+
+def parse_device(device: str | torch.device | None) -> torch.device:
+    """None -> cuda when available, else cpu; a device that does not exist here is a ValueError."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"device {device!r}: {e}; expected cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine; use device='cpu'")
+    return parsed
 
 
 def check_options(options: dict[str, Any]) -> None:
@@ -78,7 +95,7 @@ class Predictor:
         self.exif = exif
         self.any_task = any_task
         self.task_args = dict(task_args or {})
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = parse_device(device)
         self.model, self.saved = load_pretrained(checkpoint, dtype=parse_dtype(dtype), device=self.device)
         self.saved_task = self.saved.get("_name")
         self._tasks: dict[str, tuple[Any, Any]] = {}  # command -> (task, its inference dataset)

@@ -143,6 +143,8 @@ def test_bad_inputs_say_what_was_wrong(captioner, files, tmp_path):
         captioner(3)
     with pytest.raises(ValueError, match="dtype 'fp16': expected one of float32, fp32, bfloat16, bf16"):
         ofa_cn.load(files["odd.jpg"], dtype="fp16")
+    with pytest.raises(ValueError, match="device 'gpu': .*expected cpu, cuda or cuda:N"):
+        ofa_cn.load(files["odd.jpg"], device="gpu")
 
 
 def test_a_checkpoint_for_another_task_is_refused_unless_any_task(checkpoints):
@@ -228,6 +230,29 @@ def test_cli_stderr_is_quiet_by_default_and_verbose_on_request(checkpoints, file
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout.startswith(str(files["odd.jpg"]) + "\t")
     verbose = _run_cli(*argv, "-v")
     assert verbose.returncode == 0 and "INFO" in verbose.stderr and "DEBUG" not in verbose.stderr
+
+
+def test_the_python_api_leaves_logging_alone(checkpoints, files):
+    """fairseq's import calls logging.basicConfig (DEBUG); through ofa_cn.load it does not take effect."""
+    code = (f"import logging, ofa_cn\np = ofa_cn.load({str(checkpoints['caption'])!r}, device='cpu')\n"
+            f"p({str(files['odd.jpg'])!r}, beam=2, max_len_b=4)\n"
+            "print(logging.getLogger().handlers, logging.getLogger().level)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert done.returncode == 0 and done.stderr == "" and done.stdout.split() == ["[]", "30"], done.stderr[-2000:]
+
+
+def test_cli_verbose_shows_the_traceback(checkpoints, tmp_path, capsys):
+    argv = ["caption", str(tmp_path / "nope.png"), "--checkpoint", str(checkpoints["caption"])]
+    assert cli_main(argv) == 2 and "Traceback" not in capsys.readouterr().err
+    assert cli_main([*argv, "-v"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and err.rstrip().endswith("no such file or directory")
+
+
+def test_progress_bar(captioner, files, capsys):
+    captioner([files["odd.jpg"]] * 3, batch_size=2, progress=True, **GEN)
+    assert "3/3" in capsys.readouterr().err
 
 
 def test_help_and_score_import_neither_torch_nor_fairseq():

@@ -7,7 +7,11 @@ and ``ofa_cn.register()`` does in your own code. Besides the tasks below it regi
 released checkpoints' ``argparse.Namespace``.
 """
 
-from ..checkpoint import allow_checkpoint_globals
+from ..fairseq_import import import_fairseq
+
+import_fairseq()  # first, so that fairseq's import leaves logging alone
+
+from ..checkpoint import allow_checkpoint_globals  # noqa: E402
 
 allow_checkpoint_globals()
 
