@@ -128,23 +128,8 @@ def _generation(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
 
 
-def _write_rows(args: argparse.Namespace, rows: list[dict[str, Any]], key: str) -> None:
-    """Lines ``IMAGE<TAB>answer`` (default), one JSON object (--json) or JSON lines (--jsonl)."""
-    if args.json:
-        sys.stdout.write(json.dumps({"results": rows}, ensure_ascii=False) + "\n")
-        return
-    for row in rows:
-        if args.jsonl:
-            sys.stdout.write(json.dumps(row, ensure_ascii=False) + "\n")
-            continue
-        value = row[key]
-        shown = ",".join(f"{v:g}" for v in value) if key == "box" else value
-        score = f"\t{row['score']:.4f}" if "score" in row else ""
-        sys.stdout.write(f"{row['image']}\t{shown}{score}\n")
-
-
-def _predict(args: argparse.Namespace, command: str, images: list[str], texts: list[str | None]) -> list:
-    """Check every input, then load the checkpoint and answer (``Predictor.run``)."""
+def _predict(args: argparse.Namespace, command: str, images: list[str], texts: list[str | None]):
+    """Check every input, then load the checkpoint; the answers as they come (``Predictor.iter_answers``)."""
     from .evaluate import parse_task_args
 
     task_args = parse_task_args(args.task_arg)
@@ -154,27 +139,44 @@ def _predict(args: argparse.Namespace, command: str, images: list[str], texts: l
 
     predictor = Predictor(args.checkpoint, task=command, device=args.device, dtype=args.dtype,
                           exif=not args.no_exif, any_task=args.any_task, task_args=task_args)
-    return predictor.run(command, images, texts, batch_size=args.batch_size, return_scores=args.scores,
-                         names=images, **_generation(args))
+    return predictor.iter_answers(command, images, texts, batch_size=args.batch_size, return_scores=args.scores,
+                                  names=images, **_generation(args))
+
+
+def _row(args: argparse.Namespace, key: str, image: str, text: str | None, answer: Any) -> dict[str, Any]:
+    value, score = (answer[key], answer["score"]) if args.scores else (answer, None)
+    if key == "box":
+        from .tasks.grounding import BOX_DECIMALS  # as in evaluation's predictions.jsonl
+
+        value = [round(v, BOX_DECIMALS) for v in value]
+    row = {"image": image, **({"text": text} if text is not None else {}), key: value}
+    return row if score is None else {**row, "score": score}
+
+
+def _format(args: argparse.Namespace, row: dict[str, Any], key: str) -> str:
+    """One line: JSON (--jsonl) or ``IMAGE<TAB>answer[<TAB>score]``."""
+    if args.jsonl:
+        return json.dumps(row, ensure_ascii=False)
+    value = ",".join(f"{v:g}" for v in row[key]) if key == "box" else row[key]
+    score = f"\t{row['score']:.4f}" if "score" in row else ""
+    return f"{row['image']}\t{value}{score}"
 
 
 def _answer_rows(args, command: str, key: str, images: list[str], texts: list[str | None]) -> None:
+    """Print each image's answer as soon as its batch is done (--json: one object at the end)."""
     from .inputs import ImageInputError
 
+    rows = []
     try:
-        answers = _predict(args, command, images, texts)
+        for image, text, answer in zip(images, texts, _predict(args, command, images, texts)):
+            rows.append(_row(args, key, image, text, answer))
+            if not args.json:
+                sys.stdout.write(_format(args, rows[-1], key) + "\n")
+                sys.stdout.flush()
     except ImageInputError as e:  # names the image; say which argument it came from
         raise UsageError(f"argument IMAGE: {e}") from None
-    rows = []
-    for image, text, answer in zip(images, texts, answers):
-        value, score = (answer[key], answer["score"]) if args.scores else (answer, None)
-        if key == "box":
-            from .tasks.grounding import BOX_DECIMALS  # as in evaluation's predictions.jsonl
-
-            value = [round(v, BOX_DECIMALS) for v in value]
-        row = {"image": image, **({"text": text} if text is not None else {}), key: value}
-        rows.append(row if score is None else {**row, "score": score})
-    _write_rows(args, rows, key)
+    if args.json:
+        sys.stdout.write(json.dumps({"results": rows}, ensure_ascii=False) + "\n")
 
 
 def _run_caption(args: argparse.Namespace) -> None:

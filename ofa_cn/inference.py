@@ -16,7 +16,7 @@ evaluation's ``predictions.jsonl`` uses too.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from tqdm import tqdm
@@ -171,14 +171,21 @@ class Predictor:
         answers = self.run(command, images, list(texts), **options)
         return answers[0] if single else answers
 
-    @torch.no_grad()
-    def run(self, command: str, images: list, texts: list, batch_size: int = DEFAULT_BATCH_SIZE,
-            return_scores: bool = False, progress: bool | None = None, names: list[str] | None = None,
-            **generation) -> list:
-        """The answers for lists of images and texts (None for tasks without text), ``batch_size`` at a time.
+    def run(self, command: str, images: list, texts: list, **options) -> list:
+        """The answers for lists of images and texts (None for tasks without text); see ``iter_answers``."""
+        return list(self.iter_answers(command, images, texts, **options))
+
+    def iter_answers(self, command: str, images: list, texts: list, batch_size: int = DEFAULT_BATCH_SIZE,
+                     return_scores: bool = False, progress: bool | None = None, names: list[str] | None = None,
+                     **generation) -> Iterator:
+        """Each image's answer, in order, ``batch_size`` images at a time (a batch's answers come
+        together, as soon as it is done).
 
         Args:
-            names: how results and errors name each input (default: ``inputs.describe``).
+            command: "caption", "ground" or "ocr".
+            texts: one per image (None for tasks without text).
+            names: how errors name each input (default: ``inputs.describe``).
+            others: the options of ``caption``.
         """
         check_options({**generation, "batch_size": batch_size})
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -187,7 +194,6 @@ class Predictor:
         generator = task.build_generator([self.model], {**task.DEFAULT_GENERATION, **generation})
         param = next(self.model.parameters())
         names = names or [describe(src, i) for i, src in enumerate(images)]
-        results: list = []
         bar = tqdm(total=len(images), desc=command, unit="image",
                    disable=(not progress) if progress is not None else (len(images) <= batch_size or None))
         for start in range(0, len(images), batch_size):
@@ -197,11 +203,10 @@ class Predictor:
             batch = dataset.inference_collater(samples)
             batch["net_input"] = {k: v.to(param.device, param.dtype if v.is_floating_point() else v.dtype)
                                   for k, v in batch["net_input"].items()}
-            hyps = task.inference_step(generator, [self.model], batch)
+            with torch.no_grad():
+                hyps = task.inference_step(generator, [self.model], batch)
             answers = task.answers(batch, [h[0]["tokens"].cpu() for h in hyps])
-            if return_scores:
-                answers = [{ANSWER_KEYS[command]: a, "score": float(h[0]["score"])} for a, h in zip(answers, hyps)]
-            results += answers
             bar.update(end - start)
+            for answer, h in zip(answers, hyps):
+                yield {ANSWER_KEYS[command]: answer, "score": float(h[0]["score"])} if return_scores else answer
         bar.close()
-        return results
