@@ -60,6 +60,7 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    _check_torch_file(path)
     try:
         # Not the safe_globals context manager: torch 2.13's removes its globals on exit, even ones
         # that were allowed before, which would break fairseq's own loader afterwards.
@@ -77,6 +78,22 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path} has no 'model' entry; expected a fairseq/OFA checkpoint")
     return state
+
+
+# How files start: torch.save's zip archive, a legacy torch pickle (protocol 2+), gzip.
+_ZIP_MAGIC, _PICKLE_MAGIC, _GZIP_MAGIC = b"PK\x03\x04", b"\x80", b"\x1f\x8b"
+
+
+def _check_torch_file(path: Path) -> None:
+    """Raises CheckpointError for a file that torch.save did not write (text, an image, a gzip), so
+    that it is not reported as a refused pickle."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head.startswith(_GZIP_MAGIC):
+        raise CheckpointError(f"{path} is gzip-compressed; decompress it first (gunzip -k {path})")
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_MAGIC)):
+        raise CheckpointError(f"{path} is not a checkpoint: torch checkpoints start with a zip or pickle header, "
+                              f"this file starts with {head!r}; give a .pt file saved by torch.save (fairseq, OFA)")
 
 
 def _as_dict(obj: Any) -> dict[str, Any]:

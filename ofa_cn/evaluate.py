@@ -7,6 +7,7 @@ across processes under `torchrun` (rows are split by rank and gathered on rank 0
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -41,9 +42,14 @@ def parse_task_args(items: list[str]) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _log_once(message: str) -> None:
+    logger.warning(message)
+
+
 def setup_task(saved: dict[str, Any], task_name: str | None = None, **overrides: Any):
     """A registered OFA-CN task from a checkpoint's saved task config (plus overrides)."""
-    import ofa_cn  # noqa: F401  (registers the tasks)
+    import ofa_cn.tasks  # noqa: F401  (registers the tasks)
 
     name = task_name or saved.get("_name")
     if name not in TASK_NAMES:
@@ -54,6 +60,13 @@ def setup_task(saved: dict[str, Any], task_name: str | None = None, **overrides:
     if name != saved.get("_name"):
         values.pop("selected_cols", None)  # the saved columns describe the other task's TSV layout
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if name == "refcoco" and "max_image_size" not in values and "patch_image_size" in values:
+        # A caption or OCR checkpoint saved no max_image_size; the refcoco default (512) would scale
+        # its boxes by 512 / patch_image_size (2x for a 256 px checkpoint). Bins that span the
+        # resized image, as the fine-tuned grounding configs have them, are the expected choice.
+        values["max_image_size"] = values["patch_image_size"]
+        _log_once(f"the checkpoint's task config ({saved.get('_name')!r}) has no max_image_size; grounding "
+                  f"uses its patch_image_size, {values['patch_image_size']} (override with max_image_size=...)")
     values["_name"] = name
     return tasks.setup_task(OmegaConf.create(values), from_checkpoint=True)
 

@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-import ofa_cn  # noqa: F401  (registers the tasks, the model and the criteria)
+import ofa_cn.tasks  # noqa: F401  (registers the tasks, the model and the criteria)
 from fairseq import optim, tasks
 from fairseq.criterions import CRITERION_REGISTRY
 from fairseq.optim import OPTIMIZER_REGISTRY, MemoryEfficientFP16Optimizer

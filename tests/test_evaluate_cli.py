@@ -90,13 +90,17 @@ def test_cli_caption(golden_checkpoint, golden_dir, golden_caption, capsys):
 
 
 def test_cli_ground(golden_checkpoint, golden_dir, golden_box, capsys):
+    """The original's box, with no task argument: the caption checkpoint saved no max_image_size, so
+    grounding uses its patch_image_size (256), as the original evaluation did (issue 17: it was 512,
+    and boxes came out 2x too large)."""
     image = str(golden_dir / "image_real.png")
     assert cli_main(["ground", image, "穿红色衣服的人", "--checkpoint", str(golden_checkpoint), "--any-task",
-                     "--task-arg", "max_image_size=256", "--device", "cpu"]) == 0
-    line = capsys.readouterr().out.strip()
-    name, box = line.split("\t")
+                     "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    name, box = captured.out.strip().split("\t")
     assert name == image
-    assert [float(v) for v in box.split(",")] == pytest.approx(golden_box, abs=0.06)  # printed with 1 decimal
+    assert [float(v) for v in box.split(",")] == pytest.approx(golden_box, abs=6e-4)  # printed to 1/1000 px
+    assert "has no max_image_size; grounding uses its patch_image_size, 256" in captured.err
 
 
 def test_cli_errors(golden_checkpoint, golden_dir, tmp_path, capsys):
@@ -104,14 +108,15 @@ def test_cli_errors(golden_checkpoint, golden_dir, tmp_path, capsys):
     assert cli_main(["ground", image, "人", "--checkpoint", str(golden_checkpoint)]) == 2
     assert "trained for the 'caption' task" in capsys.readouterr().err
     assert cli_main(["caption", str(tmp_path / "missing.png"), "--checkpoint", str(golden_checkpoint)]) == 2
-    assert "missing.png does not exist" in capsys.readouterr().err
+    assert f"argument IMAGE '{tmp_path / 'missing.png'}': no such file or directory" in capsys.readouterr().err
     (tmp_path / "broken.png").write_bytes(b"not a picture")
     assert cli_main(["caption", str(tmp_path / "broken.png"), "--checkpoint", str(golden_checkpoint)]) == 2
-    assert "could not be read as a picture" in capsys.readouterr().err
+    assert f"argument IMAGE: {tmp_path / 'broken.png'} is not an image PIL can read" in capsys.readouterr().err
     assert cli_main(["ground", image, "  ", "--checkpoint", str(golden_checkpoint), "--any-task"]) == 2
-    assert "expression" in capsys.readouterr().err and "empty" in capsys.readouterr().err + "empty"
+    err = capsys.readouterr().err
+    assert f"{image}: expected non-empty text" in err and "say which region to find" in err
     assert cli_main(["caption", image, "--checkpoint", str(tmp_path / "none.pt")]) == 2
-    assert "none.pt does not exist" in capsys.readouterr().err
+    assert f"argument --checkpoint '{tmp_path / 'none.pt'}': no such file or directory" in capsys.readouterr().err
 
 
 def test_parse_task_args():

@@ -159,7 +159,7 @@ EVAL_SCRIPTS = {"eval_caption.sh": ("caption", "1,4,2"), "eval_refcoco.sh": ("re
 @pytest.mark.parametrize("script", list(EVAL_SCRIPTS))
 def test_eval_script_runs_evaluate_with_the_published_settings(script):
     """With PYTHON=echo the script prints the evaluate.py command it would run."""
-    import ofa_cn  # noqa: F401
+    import ofa_cn.tasks  # noqa: F401
     from fairseq.tasks import TASK_REGISTRY
 
     task_name, columns = EVAL_SCRIPTS[script]

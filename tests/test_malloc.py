@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-import ofa_cn  # noqa: F401  (registers the tasks)
+import ofa_cn.tasks  # noqa: F401  (registers the tasks)
 from ofa_cn.tasks import base
 from ofa_cn.tasks.caption import CaptionConfig, CaptionTask
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import ofa_cn  # noqa: F401  (registers the tasks)
+import ofa_cn.tasks  # noqa: F401  (registers the tasks)
 from ofa_cn.tasks.pretrain import UnifyConfig, UnifyTask
 from pretrain_data import write_pretrain_files
 

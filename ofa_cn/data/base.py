@@ -12,6 +12,13 @@ A sample (one row) is::
 
 A bad row raises ``DataError``; with ``skip_bad_rows`` it is logged once, counted and returned as
 None instead, and ``collate`` drops it.
+
+One path from picture to model input: each dataset's ``build_inputs`` (image + text -> ``source``,
+``patch_image``, ``patch_mask`` and what maps the answer back, e.g. resize ratios) calls its task's
+pure function (``caption_inputs``, ``grounding_inputs``, ``ocr_inputs``). ``build_sample`` adds the
+answer to it for training and evaluation; ``inference_sample`` is the same without an answer, for
+images given directly (``ofa_cn.inference.Predictor``), through a dataset built by the task from
+``NoRows``, so that both read the same settings.
 """
 
 from __future__ import annotations
@@ -31,6 +38,34 @@ from .image import MEAN_STD, decode_image
 from .tsv import TSVFile
 
 logger = logging.getLogger(__name__)
+
+
+def model_inputs(source_ids: list[int], patch_image: torch.Tensor) -> dict:
+    """The keys every sample gives the model: ``source`` = [bos] + ids + [eos], the image, its mask."""
+    return {
+        "source": torch.tensor([BOS] + source_ids + [EOS], dtype=torch.long),
+        "patch_image": patch_image,
+        "patch_mask": True,
+    }
+
+
+class NoRows:
+    """A stand-in for ``TSVFile`` with no rows: a dataset built on it only makes ``inference_sample``s.
+
+    Args:
+        field_names: the dataset's FIELDS.
+    """
+
+    path = "(no TSV file: inputs given directly)"
+
+    def __init__(self, field_names: tuple[str, ...]):
+        self.field_names = list(field_names)
+
+    def __len__(self) -> int:
+        return 0
+
+    def __getitem__(self, index: int) -> dict[str, str]:
+        raise IndexError(f"{self.path} has no rows; use inference_sample")
 
 
 class TSVDataset(FairseqDataset):
@@ -92,6 +127,27 @@ class TSVDataset(FairseqDataset):
         """Row ``index`` (fields by name) -> sample dict; raises DataError for a bad row."""
         raise NotImplementedError(f"{type(self).__name__} must implement build_sample")
 
+    def build_inputs(self, image: Image.Image, text: str | None, where: str, rng: random.Random | None = None) -> dict:
+        """An RGB image (+ the task's text, if it reads one) -> the model's inputs and what maps the
+        answer back (the task's pure ``*_inputs`` function with this dataset's settings).
+
+        Args:
+            where: names the input in errors (a TSV location, or an image's name).
+            rng: the training-time random source (OCR padding), None at evaluation.
+
+        Raises:
+            DataError: the text leaves nothing to encode.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement build_inputs")
+
+    def inference_sample(self, sample_id: int, image: Image.Image, text: str | None = None, where: str = "") -> dict:
+        """A sample without an answer for an image given directly, exactly as evaluation makes it."""
+        return {"id": sample_id, **self.build_inputs(image, text, where or f"input {sample_id}")}
+
+    def inference_collater(self, samples: list[dict]) -> dict:
+        """``collater`` for ``inference_sample``s: no targets, and only the extras they have (the ratios)."""
+        return collate(samples, PAD, EOS, [k for k in self.EXTRAS if k in samples[0]])
+
     def __getitem__(self, index: int) -> dict | None:
         try:
             return self.build_sample(index, self.tsv[index])
@@ -136,13 +192,16 @@ class TSVDataset(FairseqDataset):
     ) -> dict:
         """The common sample keys around the prompt (or ``source_ids``) and the answer, plus extras."""
         source_ids = self.prompt_ids if source_ids is None else source_ids
+        return self.with_answer(index, model_inputs(source_ids, patch_image), answer_ids, **extras)
+
+    @staticmethod
+    def with_answer(index: int, inputs: dict, answer_ids: list[int], **extras) -> dict:
+        """``inputs`` (from ``build_inputs``) plus the answer as target and teacher-forcing input."""
         return {
             "id": index,
-            "source": torch.tensor([BOS] + source_ids + [EOS], dtype=torch.long),
+            **inputs,
             "target": torch.tensor(answer_ids + [EOS], dtype=torch.long),
             "prev_output_tokens": torch.tensor([BOS] + answer_ids, dtype=torch.long),
-            "patch_image": patch_image,
-            "patch_mask": True,
             **extras,
         }
 

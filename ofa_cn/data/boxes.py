@@ -41,13 +41,22 @@ def bins_to_box(
     num_bins: int,
     w_ratio: float,
     h_ratio: float,
+    resized_size: int | None = None,
 ) -> list[float]:
     """4 bin numbers -> box in original-image pixels (the inverse of resize + ``box_to_bins``).
 
     ``v = bin / (num_bins - 1) * max_image_size``, then x /= w_ratio and y /= h_ratio, where the
     ratios are resized size / original size (``resize_with_box``). Computed in float32.
+
+    Args:
+        resized_size: the side S of the resized image (``patch_image_size``); when given, ``v`` is
+            clipped to [0, S] first, so the box lies inside the original image (S / ratio = its
+            side). Without clipping, a max_image_size larger than S maps the last bins past the
+            image's edge.
     """
     coords = torch.as_tensor(bins, dtype=torch.long) / (num_bins - 1) * max_image_size  # float32 [4]
+    if resized_size is not None:
+        coords = coords.clamp(0, resized_size)
     ratios = torch.tensor([w_ratio, h_ratio, w_ratio, h_ratio], dtype=torch.float32)
     return (coords / ratios).tolist()
 

@@ -7,8 +7,11 @@ kept). Target: the caption without ASCII punctuation, at most ``max_tgt_length``
 from __future__ import annotations
 
 import string
+from typing import Sequence
 
-from .base import TSVDataset
+from PIL import Image
+
+from .base import TSVDataset, model_inputs
 from .errors import FIX_OR_SKIP, DataError
 from .image import resize_square
 
@@ -19,6 +22,17 @@ REFERENCE_SEPARATOR = "&&"
 def clean_caption(text: str) -> str:
     """Drop ASCII punctuation and collapse whitespace: ``"一只 猫, 在睡觉."`` -> ``"一只 猫 在睡觉"``."""
     return " ".join(text.translate(_NO_PUNCTUATION).split())
+
+
+def caption_inputs(
+    image: Image.Image, prompt_ids: list[int], patch_image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> dict:
+    """An RGB image -> the model's inputs: the prompt as ``source``, the image resized to S x S.
+
+    Returns:
+        {"source": LongTensor [len(prompt_ids) + 2], "patch_image": float32 [3, S, S], "patch_mask": True}
+    """
+    return model_inputs(prompt_ids, resize_square(image, patch_image_size, mean, std))
 
 
 class CaptionDataset(TSVDataset):
@@ -54,7 +68,8 @@ class CaptionDataset(TSVDataset):
                     f"(column text {row['caption'][:80]!r}). {FIX_OR_SKIP}",
                 )
         answer_ids = self.encode_text(index, "caption", references[0])[: self.max_tgt_length]
-        patch_image = resize_square(self.decode_image(index, row), self.patch_image_size, self.mean, self.std)
-        return self.make_sample(
-            index, answer_ids, patch_image, image_id=row["image_id"], references=references
-        )
+        inputs = self.build_inputs(self.decode_image(index, row), None, self.tsv.where(index, "image"))
+        return self.with_answer(index, inputs, answer_ids, image_id=row["image_id"], references=references)
+
+    def build_inputs(self, image, text, where, rng=None):
+        return caption_inputs(image, self.prompt_ids, self.patch_image_size, self.mean, self.std)

@@ -110,9 +110,17 @@ def resize_with_box(
     """
     width, height = img.size
     w_ratio, h_ratio = size / width, size / height
+    return resize_square(img, size, mean, std), scale_box(box, w_ratio, h_ratio), w_ratio, h_ratio
+
+
+def scale_box(box: Sequence[float], w_ratio: float, h_ratio: float) -> torch.Tensor:
+    """A box (x0, y0, x1, y1) scaled with its image: x * w_ratio, y * h_ratio, in float32 as the original.
+
+    Returns:
+        float32 [4].
+    """
     scale = torch.tensor([w_ratio, h_ratio, w_ratio, h_ratio], dtype=torch.float32)
-    box_resized = torch.as_tensor(box, dtype=torch.float32) * scale
-    return resize_square(img, size, mean, std), box_resized, w_ratio, h_ratio
+    return torch.as_tensor(box, dtype=torch.float32) * scale
 
 
 def _pad_offset(free: int, rng: random.Random | None) -> int:

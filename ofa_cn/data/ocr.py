@@ -7,10 +7,14 @@ pixels (``image.ocr_resize``). Target: the text in simplified Chinese, NFKC, its
 
 from __future__ import annotations
 
+import random
 import unicodedata
 import warnings
+from typing import Sequence
 
-from .base import TSVDataset
+from PIL import Image
+
+from .base import TSVDataset, model_inputs
 from .image import DOCUMENT_PATCH_SIZE, ocr_resize
 
 with warnings.catch_warnings():  # zhconv 1.4.3 tries the deprecated pkg_resources first
@@ -21,6 +25,26 @@ with warnings.catch_warnings():  # zhconv 1.4.3 tries the deprecated pkg_resourc
 def normalize_ocr_target(text: str) -> str:
     """Traditional -> simplified Chinese, then NFKC (full-width -> ASCII): ``"中國ＡＢ"`` -> ``"中国AB"``."""
     return unicodedata.normalize("NFKC", zhconv.convert(text, "zh-hans"))
+
+
+def ocr_inputs(
+    image: Image.Image,
+    prompt_ids: list[int],
+    patch_image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    rng: random.Random | None = None,
+    is_document: bool = False,
+) -> dict:
+    """An RGB image of a text line -> the model's inputs: the prompt, the image by ``ocr_resize``.
+
+    Args:
+        rng: draws the padding offset at training time; None centres the image (evaluation).
+
+    Returns:
+        {"source": LongTensor [len(prompt_ids) + 2], "patch_image": float32 [3, S, S], "patch_mask": True}
+    """
+    return model_inputs(prompt_ids, ocr_resize(image, patch_image_size, mean, std, rng, is_document))
 
 
 class OCRDataset(TSVDataset):
@@ -64,7 +88,8 @@ class OCRDataset(TSVDataset):
         text = normalize_ocr_target(row["text"])
         answer_ids = self.encode_text(index, "text", text[: self.max_tgt_length].lower())
         rng = self.sample_rng(index, self.seed) if self.is_train else None
-        patch_image = ocr_resize(
-            self.decode_image(index, row), self.patch_image_size, self.mean, self.std, rng, self.is_document
-        )
-        return self.make_sample(index, answer_ids, patch_image, uniq_id=row["uniq_id"], reference=text.lower())
+        inputs = self.build_inputs(self.decode_image(index, row), None, self.tsv.where(index, "image"), rng)
+        return self.with_answer(index, inputs, answer_ids, uniq_id=row["uniq_id"], reference=text.lower())
+
+    def build_inputs(self, image, text, where, rng=None):
+        return ocr_inputs(image, self.prompt_ids, self.patch_image_size, self.mean, self.std, rng, self.is_document)

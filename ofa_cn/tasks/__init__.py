@@ -1,8 +1,25 @@
-"""The registered OFA-CN tasks (imported by ofa_cn/__init__.py)."""
+"""The fairseq plugin: importing this package registers everything OFA-CN adds to fairseq.
 
-from .caption import CaptionTask
-from .grounding import RefcocoTask
-from .ocr import OCRTask
-from .pretrain import UnifyTask
+``--user-dir ofa_cn`` imports it (fairseq imports a user dir's ``tasks/`` folder after the package),
+and ``ofa_cn.register()`` does in your own code. Besides the tasks below it registers the model
+(``ofa_cn.model.ofa``), the criteria (``ofa_cn.criterion``, ``ofa_cn.scst``) and the optimizer
+(``ofa_cn.optim``), and lets ``torch.load(weights_only=True)`` (fairseq's loader too) read the
+released checkpoints' ``argparse.Namespace``.
+"""
+
+from ..fairseq_import import import_fairseq
+
+import_fairseq()  # first, so that fairseq's import leaves logging alone
+
+from ..checkpoint import allow_checkpoint_globals  # noqa: E402
+
+allow_checkpoint_globals()
+
+from .. import criterion, optim, scst  # noqa: E402,F401  (registration)
+from ..model import ofa  # noqa: E402,F401
+from .caption import CaptionTask  # noqa: E402
+from .grounding import RefcocoTask  # noqa: E402
+from .ocr import OCRTask  # noqa: E402
+from .pretrain import UnifyTask  # noqa: E402
 
 __all__ = ["CaptionTask", "RefcocoTask", "OCRTask", "UnifyTask"]

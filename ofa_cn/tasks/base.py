@@ -17,6 +17,7 @@ from fairseq import metrics
 from fairseq.dataclass import FairseqDataclass
 from fairseq.tasks import FairseqTask
 
+from ..data.base import NoRows
 from ..data.tsv import TSVFile
 from ..generate import build_generator, generate
 from ..malloc import keep_freed_memory
@@ -137,6 +138,11 @@ class OFATask(FairseqTask):
     def build_dataset(self, tsv: TSVFile, split: str, epoch: int):
         raise NotImplementedError(f"{type(self).__name__} must build its dataset")
 
+    def inference_dataset(self):
+        """The evaluation dataset without rows: its ``inference_sample`` turns images given directly
+        (``ofa_cn.inference.Predictor``) into samples with exactly the settings evaluation uses."""
+        return self.build_dataset(NoRows(tuple(self.FIELDS)), "test", 1)
+
     def common_dataset_args(self, split: str, epoch: int) -> dict[str, Any]:
         return dict(split=split, patch_image_size=self.cfg.patch_image_size,
                     max_src_length=self.cfg.max_src_length, max_tgt_length=self.cfg.max_tgt_length,
@@ -196,6 +202,11 @@ class OFATask(FairseqTask):
 
     # ---- evaluation (scripts/evaluate.py, the CLI) --------------------------------------------
     DEFAULT_GENERATION: dict[str, Any] = {}  # the task's published generation settings
+
+    def answers(self, sample, best_tokens: list[torch.Tensor]) -> list[Any]:
+        """Each sample's best hypothesis as the task's answer: the one decoding that evaluation
+        (``prediction_rows``) and the Predictor share. Text here; grounding gives boxes."""
+        return [self.decode_text(tokens) for tokens in best_tokens]
 
     def prediction_rows(self, sample, best_tokens: list[torch.Tensor]) -> list[dict[str, Any]]:
         """One JSON-able row per sample: the prediction and its reference."""

@@ -48,8 +48,9 @@ class CaptionTask(OFATask):
         return float(sum(scores)), len(scores)
 
     def prediction_rows(self, sample, best_tokens):
-        return [{"image_id": str(image_id), "caption": self.decode_text(tokens), "references": list(refs)}
-                for image_id, tokens, refs in zip(sample["image_ids"], best_tokens, sample["references"])]
+        return [{"image_id": str(image_id), "caption": caption, "references": list(refs)}
+                for image_id, caption, refs in zip(sample["image_ids"], self.answers(sample, best_tokens),
+                                                   sample["references"])]
 
     def corpus_metrics(self, rows, tokenize: str = "char"):
         return score_captions({r["image_id"]: r["caption"] for r in rows},

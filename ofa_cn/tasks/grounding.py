@@ -12,6 +12,9 @@ from ..metrics.grounding import box_iou, grounding_accuracy
 from .base import OFATask, OFATaskConfig
 
 
+BOX_DECIMALS = 3  # boxes in predictions.jsonl and the CLI's output: to a thousandth of a pixel
+
+
 @dataclass
 class RefcocoConfig(OFATaskConfig):
     max_image_size: int = field(default=512, metadata={"help": "box coordinates are divided by this before binning"})
@@ -45,9 +48,14 @@ class RefcocoTask(OFATask):
         return {"beam": 5, "min_len": 4, "max_len_a": 0, "max_len_b": 4, **super().eval_generation_args()}
 
     def tokens_to_box(self, tokens: torch.Tensor, w_ratio: float, h_ratio: float) -> list[float]:
-        """The first 4 generated ids -> [x0, y0, x1, y1] in the original image's pixels."""
+        """The first 4 generated ids -> [x0, y0, x1, y1] in the original image's pixels, inside the image."""
         bins = [int(t) - (len(self.dictionary) - self.cfg.num_bins) for t in tokens[:4]]
-        return bins_to_box(bins, self.cfg.max_image_size, self.cfg.num_bins, w_ratio, h_ratio)
+        return bins_to_box(bins, self.cfg.max_image_size, self.cfg.num_bins, w_ratio, h_ratio,
+                           resized_size=self.cfg.patch_image_size)
+
+    def answers(self, sample, best_tokens):
+        return [self.tokens_to_box(tokens, float(sample["w_resize_ratios"][i]), float(sample["h_resize_ratios"][i]))
+                for i, tokens in enumerate(best_tokens)]
 
     def score_batch(self, sample, best_tokens):
         hits = 0
@@ -60,9 +68,8 @@ class RefcocoTask(OFATask):
 
     def prediction_rows(self, sample, best_tokens):
         rows = []
-        for i, tokens in enumerate(best_tokens):
-            box = self.tokens_to_box(tokens, float(sample["w_resize_ratios"][i]), float(sample["h_resize_ratios"][i]))
-            rows.append({"uniq_id": str(sample["uniq_ids"][i]), "box": [round(v, 3) for v in box],
+        for i, box in enumerate(self.answers(sample, best_tokens)):
+            rows.append({"uniq_id": str(sample["uniq_ids"][i]), "box": [round(v, BOX_DECIMALS) for v in box],
                          "reference": sample["region_coords"][i].tolist()})
         return rows
 

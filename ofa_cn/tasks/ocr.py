@@ -39,8 +39,8 @@ class OCRTask(OFATask):
         return float(hits), len(best_tokens)
 
     def prediction_rows(self, sample, best_tokens):
-        return [{"uniq_id": str(uid), "text": self.decode_text(tokens), "reference": ref}
-                for uid, tokens, ref in zip(sample["uniq_ids"], best_tokens, sample["references"])]
+        return [{"uniq_id": str(uid), "text": text, "reference": ref}
+                for uid, text, ref in zip(sample["uniq_ids"], self.answers(sample, best_tokens), sample["references"])]
 
     def corpus_metrics(self, rows):
         return ocr_scores({r["uniq_id"]: r["text"] for r in rows}, {r["uniq_id"]: r["reference"] for r in rows})

@@ -91,3 +91,14 @@ def test_parse_box_errors(text, expected):
         parse_box(text, WHERE, (100, 50))
     message = str(err.value)
     assert message.startswith(WHERE + ": ") and expected in message and "skip_bad_rows=True" in message
+
+
+def test_bins_to_box_clips_to_the_resized_image():
+    """max_image_size 96 > S = 64: bin 999 is 96 resized px, past the image; clipped to 64 it maps
+    to the image's own edge (width 320 = 64 / 0.2, height 128 = 64 / 0.5)."""
+    w_ratio, h_ratio = 64 / 320, 64 / 128
+    assert bins_to_box([0, 0, 999, 999], 96, 1000, w_ratio, h_ratio) == pytest.approx([0, 0, 480, 192])
+    assert bins_to_box([0, 0, 999, 999], 96, 1000, w_ratio, h_ratio, resized_size=64) == pytest.approx([0, 0, 320, 128])
+    # a bin inside the image is unchanged: 333 / 999 * 96 = 32 resized px -> 160 and 64 original px
+    assert bins_to_box([333, 333, 333, 333], 96, 1000, w_ratio, h_ratio, resized_size=64) == pytest.approx(
+        [160, 64, 160, 64])

@@ -10,7 +10,7 @@ import pytest
 import torch
 from fairseq import checkpoint_utils
 
-import ofa_cn  # noqa: F401  (registers the plugin)
+import ofa_cn.tasks  # noqa: F401  (registers the plugin)
 from ofa_cn.generate import build_generator, generate
 
 ATOL = 1e-3
