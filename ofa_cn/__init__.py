@@ -4,7 +4,9 @@ Registered: the model ``ofa`` and its architectures (ofa_tiny/medium/base/large/
 ofa_cn_base/large, ofa_cn_demo), the tasks ``caption``, ``refcoco``, ``ocr``, ``unify_task`` and the
 criteria ``adjust_label_smoothed_cross_entropy`` and ``scst_reward_criterion``, and the optimizer
 ``fused_adam`` (fairseq's ``adam`` in one fused kernel). Importing also lets ``torch.load`` read the
-released checkpoints' ``argparse.Namespace`` with ``weights_only=True`` (nothing else).
+released checkpoints' ``argparse.Namespace`` with ``weights_only=True`` (nothing else), and makes
+fairseq-train's checkpoint files crash-safe (``training_checkpoints.install``: the one place where
+fairseq's own functions are replaced).
 """
 
 from .checkpoint import allow_checkpoint_globals
@@ -14,5 +16,8 @@ allow_checkpoint_globals()
 from . import criterion, optim, scst  # noqa: E402  (registration)
 from .model import ofa  # noqa: E402
 from . import tasks  # noqa: E402
+from . import training_checkpoints  # noqa: E402
+
+training_checkpoints.install()
 
 __version__ = "0.1.0"
