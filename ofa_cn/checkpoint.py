@@ -178,14 +178,23 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
     return model.to(device=device, dtype=dtype).eval(), saved_task_config(state)
 
 
-def export_checkpoint(path: str | Path, out_dir: str | Path) -> Path:
-    """Write a checkpoint's weights (safetensors, tied aliases stored once) and configs (JSON)."""
+def export_checkpoint(path: str | Path, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write a checkpoint's weights (safetensors, tied aliases stored once) and configs (JSON).
+
+    Raises:
+        ValueError: `out_dir` exists and is not empty, and `overwrite` is False (checked
+            before the checkpoint is read).
+    """
     from safetensors.torch import save_file
 
+    out_dir = Path(out_dir)
+    if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
+        shown = ", ".join(sorted(p.name for p in out_dir.iterdir())[:5])
+        raise ValueError(f"{out_dir} is not empty ({shown}); refusing to overwrite it. Choose an empty or new "
+                              "folder, or pass --overwrite (overwrite=True) to replace its files.")
     state = load_checkpoint_file(path)
     cfg = model_config(state)
     weights = {k: v.contiguous() for k, v in state["model"].items() if k not in TIED_ALIASES}
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(out_dir / EXPORT_WEIGHTS), metadata={"format": "ofa-cn"})
     task = {k: v for k, v in saved_task_config(state).items() if _json_safe(v)}

@@ -117,7 +117,7 @@ def _run_ocr(args: argparse.Namespace) -> dict[str, Any] | None:
 def _run_convert(args: argparse.Namespace) -> dict[str, Any]:
     from .checkpoint import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint_in, args.out_dir)
+    out = export_checkpoint(args.checkpoint_in, args.out_dir, overwrite=args.overwrite)
     return {"exported": str(out)}
 
 
@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert", help="write a checkpoint as safetensors + JSON config")
     convert.add_argument("checkpoint_in", metavar="CKPT")
     convert.add_argument("out_dir", metavar="OUT_DIR")
+    convert.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty OUT_DIR")
     convert.set_defaults(run=_run_convert)
     return parser
 
