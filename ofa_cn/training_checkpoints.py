@@ -115,10 +115,9 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Any], None]) -> N
         os.replace(tmp, path)
         _fsync_folder(os.path.dirname(os.path.abspath(path)))
     except Exception as e:
-        if _reason(e) is None:
-            _remove_quietly(tmp)
-            raise  # not an I/O failure (e.g. an object torch cannot pickle): fairseq's own error
         _remove_quietly(tmp)
+        if _reason(e) is None:
+            raise  # not an I/O failure (e.g. an object torch cannot pickle): the original error
         raise _write_error(e, path) from None  # the message names the cause; torch's own is noise
 
 

@@ -133,7 +133,9 @@ def to_rgb(img: Image.Image, where: str) -> Image.Image:
             return Image.fromarray(_composite_on_white(np.asarray(straight.convert("RGBA"))), "RGB")
         return img.convert("RGB")
     except ValueError as e:  # a mode PIL cannot convert
-        raise DataError(where, f"cannot convert a {mode}-mode image to RGB ({e}); save it as RGB PNG or JPEG.") from None
+        raise DataError(
+            where, f"cannot convert an image of mode {mode} to RGB ({e}); save it as RGB PNG or JPEG."
+        ) from None
 
 
 def to_tensor(img: Image.Image | np.ndarray) -> torch.Tensor:

@@ -66,7 +66,8 @@ def test_32_bit_integer_grey_reads_16_bit_values():
 @pytest.mark.parametrize("value", [-1, 65536])
 def test_32_bit_integer_outside_16_bits_is_an_error(value):
     img = Image.fromarray(np.array([[0, value]], dtype=np.int32), "I")
-    with pytest.raises(DataError, match=rf"^{re.escape(WHERE)}: an image of mode I .* values in \[0, 65535\].* found {value} "):
+    pattern = rf"^{re.escape(WHERE)}: an image of mode I .* values in \[0, 65535\].* found {value} "
+    with pytest.raises(DataError, match=pattern):
         to_rgb(img, WHERE)
 
 

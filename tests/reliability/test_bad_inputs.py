@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from ofa_cn.data.errors import DataError
-from ofa_cn.data.image import MEAN_STD, normalize, resize_square, to_tensor
+from ofa_cn.data.image import MEAN_STD, resize_square
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -193,7 +193,7 @@ def mode_case(name: str, make: Callable[[], tuple[Image.Image, str]], rgb: list)
     return Case(f"image-mode/{name}", run, expected=expected)
 
 
-def palette(mode: str = "P") -> Image.Image:
+def palette() -> Image.Image:
     img = Image.frombytes("P", (2, 1), bytes([0, 1]))
     img.putpalette([10, 20, 30, 200, 100, 50])
     return img
@@ -325,7 +325,7 @@ def evaluate_rows() -> list[Case]:
 # ------------------------------------------------------------------ faults while writing checkpoints
 
 
-def write_fault(code: int, name: str) -> Callable:
+def write_fault(code: int) -> Callable:
     """save_atomically over an existing complete file while the write fails with `code`."""
 
     def run(tmp_path: Path, env: dict) -> Outcome:
@@ -423,9 +423,10 @@ def convert_into_non_empty(tmp_path: Path, env: dict) -> Outcome:
 
 def fault_rows() -> list[Case]:
     return [
-        Case("checkpoint/full disk while writing", write_fault(errno.ENOSPC, "ENOSPC"),
-             ["no space left on device while writing {path}", "the partial file was removed", "Free space there or choose another --save-dir"]),
-        Case("checkpoint/quota exceeded while writing", write_fault(errno.EDQUOT, "EDQUOT"),
+        Case("checkpoint/full disk while writing", write_fault(errno.ENOSPC),
+             ["no space left on device while writing {path}", "the partial file was removed",
+              "Free space there or choose another --save-dir"]),
+        Case("checkpoint/quota exceeded while writing", write_fault(errno.EDQUOT),
              ["while writing {path}", "the partial file was removed"]),
         Case("checkpoint/read-only save folder", read_only_save_dir,
              ["cannot write checkpoints to --save-dir {path}: read-only file system"]),

@@ -92,7 +92,8 @@ def small_tmpfs(path: Path, size: str, read_only: bool = False):
     tests/reliability/test_bad_inputs.py covers the same faults by simulating the failing write."""
     path.mkdir()
     options = f"size={size}" + (",ro" if read_only else "")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                             capture_output=True, text=True)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
     try:
