@@ -201,20 +201,28 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
 
 
 def export_checkpoint(path: str | Path, out_dir: str | Path, dtype: torch.dtype | None = None,
-                      drop_derived: bool = False) -> Path:
+                      drop_derived: bool = False, overwrite: bool = False) -> Path:
     """Write a checkpoint's weights (safetensors, tied aliases stored once) and configs (JSON).
 
     Args:
         dtype: cast floating-point weights to this type (e.g. torch.float16); None keeps them.
         drop_derived: leave out DERIVED_BUFFERS, after checking that they equal what the config
             builds (`load_exported` rebuilds them).
+        overwrite: replace the files of a non-empty `out_dir`.
     Raises:
+        ValueError: `out_dir` exists and is not empty, and `overwrite` is False (checked
+            before the checkpoint is read).
         CheckpointError: with drop_derived, a saved bucket table differs from the config's.
     """
     from safetensors.torch import save_file
 
     from .model.ofa import OFAModel
 
+    out_dir = Path(out_dir)
+    if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
+        shown = ", ".join(sorted(p.name for p in out_dir.iterdir())[:5])
+        raise ValueError(f"{out_dir} is not empty ({shown}); refusing to overwrite it. Choose an empty or new "
+                         "folder, or pass --overwrite (overwrite=True) to replace its files.")
     state = load_checkpoint_file(path)
     cfg = model_config(state)
     skip = set(TIED_ALIASES)
@@ -227,7 +235,6 @@ def export_checkpoint(path: str | Path, out_dir: str | Path, dtype: torch.dtype 
         skip.update(DERIVED_BUFFERS)
     weights = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
                for k, v in state["model"].items() if k not in skip}
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(out_dir / EXPORT_WEIGHTS), metadata={"format": "ofa-cn"})
     task = {k: v for k, v in saved_task_config(state).items() if _json_safe(v)}

@@ -205,7 +205,7 @@ def _run_ocr(args: argparse.Namespace) -> None:
 def _run_convert(args: argparse.Namespace) -> dict[str, Any]:
     from .checkpoint import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint_in, args.out_dir)
+    out = export_checkpoint(args.checkpoint_in, args.out_dir, overwrite=args.overwrite)
     return {"exported": str(out)}
 
 
@@ -319,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert", help="write a checkpoint as safetensors + JSON config")
     convert.add_argument("checkpoint_in", metavar="CKPT")
     convert.add_argument("out_dir", metavar="OUT_DIR")
+    convert.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty OUT_DIR")
     _add_verbose(convert)
     convert.set_defaults(run=_run_convert)
     from .prepare.cli import add_prepare_command  # ofa-cn prepare muge|refcoco|lmdb|folder (ofa_cn/prepare/)

@@ -21,11 +21,16 @@ from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from .checkpoint import load_pretrained
+from .generate import check_generation_options
 from .no_references import PlaceholderReferences, lacks_references, write_predictions_only
 
 logger = logging.getLogger(__name__)
 
 TASK_NAMES = ("caption", "refcoco", "ocr")
+
+
+class ScoringError(RuntimeError):
+    """Scoring failed after generation; the message names the saved predictions file."""
 
 
 def parse_task_args(items: list[str]) -> dict[str, Any]:
@@ -128,7 +133,12 @@ def evaluate(checkpoint: str | Path, data: str | Path, out_dir: str | Path, task
 
     Returns the metrics on rank 0 (None on other ranks); for a split without references, what
     was written instead.
+
+    Raises:
+        ValueError: a bad generation option (before loading), or DataError: a bad row (with its file,
+            row and field). ScoringError: scoring failed; predictions.jsonl is written already.
     """
+    check_generation_options(generation or {})  # before minutes of loading, not after
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -157,14 +167,20 @@ def evaluate(checkpoint: str | Path, data: str | Path, out_dir: str | Path, task
             **({"command": command} if command else {})}
     if not has_references:
         return write_predictions_only(rows, Path(out_dir), name, info)
-    scores = task.corpus_metrics(rows, **({"tokenize": tokenize} if tokenize else {}))
-    metrics = {**scores, **info}
+    # The predictions are written before scoring, so a scoring error never loses the generation.
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
         for row in rows:
             public = {k: v for k, v in row.items() if k not in ("reference", "references")}
             f.write(json.dumps(public, ensure_ascii=False) + "\n")
+    try:
+        scores = task.corpus_metrics(rows, **({"tokenize": tokenize} if tokenize else {}))
+    except Exception as e:  # noqa: BLE001 - any failure: say where the predictions are
+        raise ScoringError(f"scoring failed ({type(e).__name__}: {e}); the {len(rows)} predictions are saved in "
+                           f"{out_dir / 'predictions.jsonl'}, so fix the cause and score that file with "
+                           "`ofa-cn score` instead of generating again") from e
+    metrics = {**scores, **info}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
     logger.info("metrics: %s", json.dumps({k: v for k, v in metrics.items() if k != "generation"}, ensure_ascii=False))
     return metrics

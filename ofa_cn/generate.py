@@ -8,21 +8,94 @@ Nothing of fairseq's beam search is copied. OFA needs two things beyond it:
 - an allowed range of ids (the original `constraint_range "a,b"`): logits of ids 4..a-1 and >= b
   are set to -inf BEFORE the log-softmax, so scores are normalised over what may be chosen. The
   four specials stay allowed; fairseq masks pad itself and eos below min_len. This is the one
-  hook: each model is wrapped in `AllowedTokens`, whose `get_normalized_probs` applies the mask.
+  hook: each model is wrapped in `AllowedTokens`, whose `get_normalized_probs` applies the mask;
+- a fixed answer shape (grounding: four `<bin_k>` then `</s>`) through fairseq's own
+  `prefix_allowed_tokens_fn` hook (`PrefixConstrainedBeamSearch`), built by `fixed_shape`.
+
+`check_generation_options` validates the options before any model is loaded; every generator
+built here goes through it, so a bad value names its option instead of failing inside fairseq.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import math
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from fairseq.ngram_repeat_block import NGramRepeatBlock
+from fairseq.search import PrefixConstrainedBeamSearch
 from fairseq.sequence_generator import SequenceGenerator
 from torch import nn
 
 from .tokenizer import BOS
 
 NUM_SPECIALS = 4  # <s> <pad> </s> <unk> stay allowed under a constraint range
+
+
+# option -> (what it must be, test); ints exclude bool, numbers exclude NaN/inf
+_OPTION_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "beam": ("an integer >= 1 (hypotheses kept per step)", lambda v: _is_int(v) and v >= 1),
+    "max_len_a": ("a number >= 0 (length limit = max_len_a * source length + max_len_b)",
+                  lambda v: _is_number(v) and v >= 0),
+    "max_len_b": ("an integer >= 1 (length limit = max_len_a * source length + max_len_b)",
+                  lambda v: _is_int(v) and v >= 1),
+    "min_len": ("an integer >= 1 (</s> is blocked before it)", lambda v: _is_int(v) and v >= 1),
+    "no_repeat_ngram_size": ("an integer >= 0 (0: no blocking)", lambda v: _is_int(v) and v >= 0),
+    "lenpen": ("a finite number (length penalty)", lambda v: _is_number(v)),
+    "unkpen": ("a finite number (unknown-word penalty)", lambda v: _is_number(v)),
+    "temperature": ("a number > 0 (logits are divided by it)", lambda v: _is_number(v) and v > 0),
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def check_generation_options(options: Mapping[str, Any], answer_length: int | None = None) -> None:
+    """Raise a ValueError that names the option for any generation setting that cannot work.
+
+    Args:
+        options: generation settings by name (beam, max_len_a, max_len_b, min_len,
+            no_repeat_ngram_size, lenpen, unkpen, temperature); others are not checked here.
+        answer_length: the exact answer length of a task whose answers have one (grounding: 4
+            bins); max_len and min_len must leave room for it.
+
+    Raises:
+        ValueError: e.g. "beam 0: expected an integer >= 1 (hypotheses kept per step)".
+    """
+    for name, (expected, ok) in _OPTION_RULES.items():
+        if name in options and options[name] is not None and not ok(options[name]):
+            raise ValueError(f"generation option {name} = {options[name]!r}: expected {expected}.")
+    min_len, max_len_b = options.get("min_len"), options.get("max_len_b")
+    if min_len is not None and max_len_b is not None and not options.get("max_len_a") and min_len > max_len_b:
+        raise ValueError(f"generation options min_len = {min_len} > max_len_b = {max_len_b}: no length is allowed; "
+                         "lower min_len or raise max_len_b.")
+    if answer_length is not None:
+        if max_len_b is not None and not options.get("max_len_a") and max_len_b < answer_length:
+            raise ValueError(f"generation option max_len_b = {max_len_b}: this task's answer is exactly "
+                             f"{answer_length} tokens, so max_len_b must be >= {answer_length}.")
+        if min_len is not None and min_len > answer_length:
+            raise ValueError(f"generation option min_len = {min_len}: this task's answer is exactly "
+                             f"{answer_length} tokens and then </s>, so min_len must be <= {answer_length}.")
+
+
+def fixed_shape(allowed: Sequence[int], length: int, eos: int) -> Callable[[int, torch.Tensor], Sequence[int]]:
+    """A `prefix_allowed_tokens_fn`: `length` tokens from `allowed`, then `eos` (nothing else).
+
+    Grounding uses it with the 1000 `<bin_k>` ids and length 4, so every answer is a box: the
+    range mask alone still lets `<s>` or `<unk>` through, which decoded to x0 = -9393 px.
+    """
+    allowed = list(allowed)
+
+    def allowed_next(batch_id: int, prefix: torch.Tensor) -> Sequence[int]:
+        # prefix: [step + 1] tokens so far, the leading bos included
+        return allowed if len(prefix) <= length else [eos]
+
+    return allowed_next
 
 
 def parse_constraint_range(spec: str | Sequence[int] | None) -> tuple[int, int] | None:
@@ -101,14 +174,23 @@ def build_generator(models: Sequence[nn.Module], dictionary, *, beam: int = 5, m
                     max_len_b: int = 200, min_len: int = 1, no_repeat_ngram_size: int = 0,
                     len_penalty: float = 1.0, unk_penalty: float = 0.0, temperature: float = 1.0,
                     normalize_scores: bool = True, constraint_range: Any = None,
+                    prefix_allowed_tokens_fn: Callable[[int, torch.Tensor], Sequence[int]] | None = None,
                     **unused) -> SequenceGenerator:
-    """A fairseq SequenceGenerator over `models` (an ensemble when several)."""
+    """A fairseq SequenceGenerator over `models` (an ensemble when several).
+
+    Raises:
+        ValueError: an option that cannot work (`check_generation_options`).
+    """
+    check_generation_options(dict(beam=beam, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
+                                  no_repeat_ngram_size=no_repeat_ngram_size, lenpen=len_penalty,
+                                  unkpen=unk_penalty, temperature=temperature))
     allowed = parse_constraint_range(constraint_range)
     wrapped = [AllowedTokens(m, allowed) for m in models]
+    search = PrefixConstrainedBeamSearch(dictionary, prefix_allowed_tokens_fn) if prefix_allowed_tokens_fn else None
     generator = SequenceGenerator(
         wrapped, dictionary, beam_size=beam, max_len_a=max_len_a, max_len_b=max_len_b, min_len=min_len,
         normalize_scores=normalize_scores, len_penalty=len_penalty, unk_penalty=unk_penalty,
-        temperature=temperature, no_repeat_ngram_size=no_repeat_ngram_size,
+        temperature=temperature, no_repeat_ngram_size=no_repeat_ngram_size, search_strategy=search,
     )
     if no_repeat_ngram_size > 0:
         generator.repeat_ngram_blocker = NoRepeatNGram(no_repeat_ngram_size)

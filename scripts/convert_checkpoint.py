@@ -23,9 +23,13 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint", help="a released .pt (original layout) or one of ours")
     p.add_argument("out_dir", help="folder for model.safetensors and config.json")
     p.add_argument("--no-verify", action="store_true", help="skip reading the export back")
+    p.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty out_dir")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    out = export_checkpoint(args.checkpoint, args.out_dir)
+    try:
+        out = export_checkpoint(args.checkpoint, args.out_dir, overwrite=args.overwrite)
+    except ValueError as e:
+        sys.exit(f"convert_checkpoint.py: error: {e}")
     if not args.no_verify:
         original, _ = load_pretrained(args.checkpoint)
         again, _ = load_exported(out)

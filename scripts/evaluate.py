@@ -22,7 +22,9 @@ import sys
 
 import torch
 
-from ofa_cn.evaluate import TASK_NAMES, evaluate, parse_task_args
+from ofa_cn.checkpoint import CheckpointError
+from ofa_cn.evaluate import TASK_NAMES, ScoringError, evaluate, parse_task_args
+from ofa_cn.training_checkpoints import CheckpointReadError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -48,7 +50,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--tokenize", choices=("char", "jieba"),
                    help="caption metrics on characters (MUGE's rule; the default) or on jieba's words")
+    p.add_argument("-v", "--verbose", action="store_true", help="on an error, show the full traceback")
     return p.parse_args(argv)
+
+
+# Bad input a user can fix: the message names the file, row and field (or the option), so one line
+# is enough. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, CheckpointError, CheckpointReadError, ScoringError)
+EXIT_BAD_INPUT = 2
 
 
 def main(argv=None) -> int:
@@ -59,13 +68,17 @@ def main(argv=None) -> int:
                   if v is not None}
     try:
         overrides = parse_task_args(args.task_arg)
-    except ValueError as e:
-        sys.exit(str(e))
-    metrics = evaluate(args.checkpoint, args.data, args.out_dir, task_name=args.task, selected_cols=args.selected_cols,
-                       batch_size=args.batch_size, generation=generation, device=args.device,
-                       dtype=DTYPES[args.dtype], progress=not args.no_progress,
-                       any_task=args.any_task, tokenize=args.tokenize, **overrides,
-                       command=shlex.join(["python", "scripts/evaluate.py", *(sys.argv[1:] if argv is None else argv)]))
+        metrics = evaluate(args.checkpoint, args.data, args.out_dir, task_name=args.task,
+                           selected_cols=args.selected_cols, batch_size=args.batch_size, generation=generation,
+                           device=args.device, dtype=DTYPES[args.dtype], progress=not args.no_progress,
+                           any_task=args.any_task, tokenize=args.tokenize, **overrides,
+                           command=shlex.join(["python", "scripts/evaluate.py",
+                                               *(sys.argv[1:] if argv is None else argv)]))
+    except USER_ERRORS as e:
+        if args.verbose:
+            raise
+        sys.stderr.write(f"evaluate.py: error: {e} (-v shows the traceback)\n")
+        return EXIT_BAD_INPUT
     if metrics is not None:
         print(json.dumps(metrics, ensure_ascii=False))
     return 0

@@ -89,6 +89,23 @@ def test_export_round_trip(tmp_path):
                                again(src, None, prev, patch_images=images)[0], atol=0, rtol=0)
 
 
+def test_convert_into_a_non_empty_folder_refuses_without_overwrite(tmp_path, capsys):
+    from ofa_cn.cli import main
+
+    save_tiny(tmp_path / "c.pt")
+    out = tmp_path / "exported"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    assert main(["convert", str(tmp_path / "c.pt"), str(out)]) == 2
+    assert capsys.readouterr().err == (f"ofa-cn convert: error: {out} is not empty (notes.txt); refusing to overwrite "
+                                       "it. Choose an empty or new folder, or pass --overwrite (overwrite=True) to "
+                                       "replace its files.\n")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert main(["convert", str(tmp_path / "c.pt"), str(out), "--overwrite"]) == 0
+    assert (out / "model.safetensors").is_file()
+    assert main(["convert", str(tmp_path / "c.pt"), str(tmp_path / "new" / "folder")]) == 0  # a new folder is fine
+
+
 def test_unsupported_architecture_is_named(tmp_path):
     save_tiny(tmp_path / "d.pt")
     state = torch.load(tmp_path / "d.pt", weights_only=False)

@@ -108,6 +108,11 @@ class TSVDataset(FairseqDataset):
                 f"patch_image_size ({patch_image_size}), max_src_length ({max_src_length}) and "
                 f"max_tgt_length ({max_tgt_length}) must be positive"
             )
+        if len(tsv.other_rows) and not skip_bad_rows:
+            tsv.check_field_count(int(tsv.other_rows[0]))  # fail before training, not when the row comes up
+        elif len(tsv.other_rows):
+            logger.warning("%s: %d rows have another number of fields than the file's %d and will be skipped "
+                           "(first: row %d)", tsv.path, len(tsv.other_rows), tsv.num_fields, int(tsv.other_rows[0]))
         self.tsv = tsv
         self.tokenizer = tokenizer
         self.split = split

@@ -75,7 +75,8 @@ def parse_box(
             (x1 == width is inside: the right and bottom edges may be exclusive).
 
     Raises:
-        DataError: not 4 numbers, x1 < x0 or y1 < y0, or outside the image.
+        DataError: not 4 finite numbers, x1 < x0 or y1 < y0 (inverted), zero width or height, or
+            outside the image. The one box check: training, evaluation and pretraining rows use it.
     """
     parts = text.split(",")
     expected = 'expected "x0,y0,x1,y1" (4 comma-separated pixel coordinates)'
@@ -91,6 +92,13 @@ def parse_box(
     if x1 < x0 or y1 < y0:
         raise DataError(
             where, f"expected x0 <= x1 and y0 <= y1 (corners top-left then bottom-right), found {text!r}. {FIX_OR_SKIP}"
+        )
+    if x1 == x0 or y1 == y0:
+        # it could never be hit (IoU needs an overlap of positive width and height), and
+        # evaluation would stop on it after all generation
+        raise DataError(
+            where, f"expected a box of positive width and height, found {text!r} "
+            f"({x1 - x0:g} wide, {y1 - y0:g} high). {FIX_OR_SKIP}"
         )
     if image_size is not None:
         width, height = image_size

@@ -35,7 +35,7 @@ DOCUMENT_PATCH_SIZE = DOCUMENT_RESIZE_HW[1] // DOCUMENT_CHUNKS
 
 
 def decode_image(b64: str, where: str) -> Image.Image:
-    """Base64 of an image file's bytes -> RGB PIL image.
+    """Base64 of an image file's bytes -> RGB PIL image (through ``to_rgb``, for every mode).
 
     Accepts URL-safe and standard base64 (``urlsafe_b64decode`` maps ``-_`` to ``+/`` and keeps
     ``+/`` as they are).
@@ -56,13 +56,85 @@ def decode_image(b64: str, where: str) -> Image.Image:
         ) from None
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return img.convert("RGB")  # convert loads the pixels, so truncated files fail here
+            img.load()  # decodes the pixels, so truncated files fail here
+            return to_rgb(img, where)
+    except DataError:
+        raise
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         # PIL reports bad files as UnidentifiedImageError (an OSError), SyntaxError (broken PNG
         # chunks) or EOFError, depending on the format.
         raise DataError(
             where, f"expected an image file (PNG, JPEG, ...), found {len(data)} bytes that PIL cannot read "
             f"({type(e).__name__}: {e}). {FIX_OR_SKIP}"
+        ) from None
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 4] -> uint8 [H, W, 3]: c' = round((c * a + 255 * (255 - a)) / 255)."""
+    color = rgba[..., :3].astype(np.uint32)
+    alpha = rgba[..., 3:].astype(np.uint32)
+    return ((color * alpha + 255 * (255 - alpha) + 127) // 255).astype(np.uint8)
+
+
+def _gray_to_rgb(gray: np.ndarray) -> Image.Image:
+    """uint8 [H, W] -> RGB image with R = G = B = gray."""
+    return Image.fromarray(np.repeat(gray[..., None], 3, axis=-1), "RGB")
+
+
+def to_rgb(img: Image.Image, where: str) -> Image.Image:
+    """Any PIL image -> 8-bit RGB with the same appearance; the one conversion every path uses.
+
+    ``img.convert("RGB")`` alone is wrong for several modes, and silently so: it clips 16-bit and
+    32-bit values at 255 (a 16-bit PNG becomes white) and drops transparency (what lies under
+    transparent pixels, often black, shows). Per mode:
+
+    - RGB: unchanged. 1, L, P (opaque), CMYK, YCbCr, RGBX, HSV: PIL's conversion (CMYK:
+      ``R = (255 - C) * (255 - K) / 255``, no colour profile).
+    - I;16, I;16L, I;16B, I;16N (16-bit grey) and I (32-bit integer grey, which PIL uses for
+      16-bit files too): ``v8 = round(v * 255 / 65535)``; an I value outside [0, 65535] is an error.
+    - F (32-bit float grey): on PIL's own scale, 0 = black and 255 = white (as ``convert("L")``),
+      rounded; a value outside [0, 255] or NaN is an error, never clipped.
+    - LA, La, PA, RGBA, RGBa, P with a transparent colour: composited on white,
+      ``c' = round((c * a + 255 * (255 - a)) / 255)``, as a page or viewer shows them.
+
+    Args:
+        img: a loaded PIL image of any mode.
+        where: the location for errors: a file name, or ``location(path, row, "image")``.
+
+    Raises:
+        DataError: a mode or a value range with no sensible RGB reading.
+    """
+    mode = img.mode
+    if mode == "RGB":
+        return img.copy()
+    if mode.startswith("I;16"):
+        values = np.asarray(img).astype(np.uint32)  # [H, W]; the byte order is decoded by numpy
+        return _gray_to_rgb(((values * 255 + 32767) // 65535).astype(np.uint8))
+    if mode in ("I", "F"):
+        values = np.asarray(img)  # int32 or float32 [H, W]
+        top = 65535 if mode == "I" else 255
+        bad = ~np.isfinite(values) | (values < 0) | (values > top) if mode == "F" else (values < 0) | (values > top)
+        if bad.any():
+            found = values[bad].flat[0]
+            raise DataError(
+                where, f"an image of mode {mode} ({'32-bit integer' if mode == 'I' else '32-bit float'} grey) must "
+                f"hold values in [0, {top}] to be read as {'16-bit' if mode == 'I' else '8-bit'} grey, found "
+                f"{found} ({int(bad.sum())} pixels outside). Save the image as 8- or 16-bit PNG or JPEG."
+            )
+        if mode == "I":
+            gray = (values.astype(np.int64) * 255 + 32767) // 65535
+        else:
+            gray = np.floor(values.astype(np.float64) + 0.5)  # round half up, as the integer paths
+        return _gray_to_rgb(gray.astype(np.uint8))
+    has_alpha = mode in ("LA", "La", "PA", "RGBA", "RGBa") or (mode == "P" and "transparency" in img.info)
+    try:
+        if has_alpha:
+            straight = img.convert("LA") if mode == "La" else img  # PIL has no La -> RGBA
+            return Image.fromarray(_composite_on_white(np.asarray(straight.convert("RGBA"))), "RGB")
+        return img.convert("RGB")
+    except ValueError as e:  # a mode PIL cannot convert
+        raise DataError(
+            where, f"cannot convert an image of mode {mode} to RGB ({e}); save it as RGB PNG or JPEG."
         ) from None
 
 

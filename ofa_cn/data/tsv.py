@@ -20,6 +20,7 @@ from .errors import FIX_OR_SKIP, DataError, location
 
 _CHUNK_BYTES = 1 << 20  # read size of the indexing pass
 _NEWLINE = ord("\n")
+_TAB = ord("\t")
 
 
 def parse_selected_cols(selected_cols: str | Sequence[int] | None, num_fields: int) -> list[int]:
@@ -54,16 +55,35 @@ def index_lines(path: str | os.PathLike) -> np.ndarray:
 
     Streams the file in 1 MiB chunks. Trailing blank lines (``\\n`` or ``\\r\\n`` only) are not rows.
     """
+    return index_rows(path)[0]
+
+
+def index_rows(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over a file: the row offsets (see ``index_lines``) and the tabs of each row.
+
+    Returns:
+        offsets int64 [num_rows + 1]; tabs int64 [num_rows], so row i has tabs[i] + 1 fields.
+    """
     starts = [np.zeros(1, dtype=np.int64)]
+    tabs = []  # per chunk: tab counts of the rows that end in it
+    carry = 0  # tabs of the row that continues into the next chunk
     position = 0
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK_BYTES):
-            newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == _NEWLINE)
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            newlines = np.flatnonzero(data == _NEWLINE)
             starts.append(newlines.astype(np.int64) + position + 1)  # a line starts after each \n
+            # a tab at k belongs to the chunk's row searchsorted(newlines, k): [len(newlines) + 1]
+            tab_rows = np.searchsorted(newlines, np.flatnonzero(data == _TAB))
+            per_row = np.bincount(tab_rows, minlength=len(newlines) + 1)
+            per_row[0] += carry
+            tabs.append(per_row[:-1])
+            carry = int(per_row[-1])
             position += len(chunk)
         offsets = np.concatenate(starts)
         if offsets[-1] != position:  # the last line has no \n: close it at end of file
             offsets = np.append(offsets, np.int64(position))
+            tabs.append(np.array([carry]))
         # Drop blank lines at the end; a blank line in the middle stays a (bad) row so that
         # row numbers keep matching line numbers.
         while len(offsets) > 1 and offsets[-1] - offsets[-2] <= 2:
@@ -71,7 +91,8 @@ def index_lines(path: str | os.PathLike) -> np.ndarray:
             if f.read(int(offsets[-1] - offsets[-2])).strip(b"\r\n"):
                 break
             offsets = offsets[:-1]
-    return offsets
+    tabs_per_row = np.concatenate(tabs).astype(np.int64) if tabs else np.zeros(0, dtype=np.int64)
+    return offsets, tabs_per_row[: len(offsets) - 1]
 
 
 class TSVFile:
@@ -85,7 +106,9 @@ class TSVFile:
 
     Raises:
         ValueError: bad ``selected_cols``, or a file without rows.
-        DataError (from ``tsv[i]``): a row with too few columns or bytes that are not UTF-8.
+        DataError (from ``tsv[i]``): a row with another number of fields than most rows of the file,
+            too few columns for ``selected_cols``, or bytes that are not UTF-8. Columns that no field
+            selects are normal (the original's files carry more than a task reads).
 
     Picklable for DataLoader workers: the file handle is not pickled and each process opens its own
     (a handle inherited through fork would share its file offset with the parent).
@@ -102,9 +125,16 @@ class TSVFile:
         self.columns = parse_selected_cols(selected_cols, len(self.field_names))
         if not Path(self.path).is_file():
             raise FileNotFoundError(f"TSV file {self.path} does not exist")
-        self.offsets = index_lines(self.path)
+        self.offsets, tabs = index_rows(self.path)
         if len(self) == 0:
             raise ValueError(f"{self.path}: no rows; expected one tab-separated sample per line")
+        # The file's layout is the number of fields most of its rows have; a row with another
+        # number (a tab inside a caption, a column too many) would shift the selected columns.
+        fields = tabs + 1
+        rows_per_count = np.bincount(fields)
+        most = np.flatnonzero(rows_per_count == rows_per_count.max())
+        self.num_fields = int(fields[0] if fields[0] in most else most[0])  # a tie: the first row's layout
+        self.other_rows = np.flatnonzero(fields != self.num_fields)  # int64 [k], usually empty
         self._file = None
         self._pid = None
 
@@ -127,8 +157,25 @@ class TSVFile:
         self._file.seek(start)
         return self._file.read(end - start).rstrip(b"\n").rstrip(b"\r")
 
+    def check_field_count(self, row: int, found: int | None = None) -> None:
+        """Raises DataError when row ``row`` (with ``found`` fields; None: read it) has another
+        number of fields than most rows of the file."""
+        if found is None:
+            found = len(self.read_line(row).split(b"\t"))
+        if found != self.num_fields:
+            others = len(self) - len(self.other_rows)
+            more = len(self.other_rows) - 1
+            raise DataError(
+                self.where(row),
+                f"expected {self.num_fields} tab-separated fields, as {others} of the file's {len(self)} rows have, "
+                f"found {found}{f' ({more} more rows differ too)' if more else ''}. A tab inside a field (e.g. in "
+                f"a caption) splits it, and a column too many or too few shifts the columns after it; remove the "
+                f"stray tab or column. {FIX_OR_SKIP}",
+            )
+
     def __getitem__(self, row: int) -> dict[str, str]:
         columns = self.read_line(row).split(b"\t")
+        self.check_field_count(row, len(columns))
         fields = {}
         for name, col in zip(self.field_names, self.columns):
             if col >= len(columns):

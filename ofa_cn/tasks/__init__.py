@@ -4,7 +4,9 @@
 and ``ofa_cn.register()`` does in your own code. Besides the tasks below it registers the model
 (``ofa_cn.model.ofa``), the criteria (``ofa_cn.criterion``, ``ofa_cn.scst``) and the optimizer
 (``ofa_cn.optim``), and lets ``torch.load(weights_only=True)`` (fairseq's loader too) read the
-released checkpoints' ``argparse.Namespace``.
+released checkpoints' ``argparse.Namespace``, and makes fairseq-train's checkpoint files
+crash-safe (``ofa_cn.training_checkpoints.install``: the one place where fairseq's own functions
+are replaced).
 """
 
 from ..fairseq_import import import_fairseq
@@ -16,10 +18,13 @@ from ..checkpoint import allow_checkpoint_globals  # noqa: E402
 allow_checkpoint_globals()
 
 from .. import criterion, optim, scst  # noqa: E402,F401  (registration)
+from .. import training_checkpoints  # noqa: E402
 from ..model import ofa  # noqa: E402,F401
 from .caption import CaptionTask  # noqa: E402
 from .grounding import RefcocoTask  # noqa: E402
 from .ocr import OCRTask  # noqa: E402
 from .pretrain import UnifyTask  # noqa: E402
+
+training_checkpoints.install()  # fairseq-train's checkpoint files become crash-safe
 
 __all__ = ["CaptionTask", "RefcocoTask", "OCRTask", "UnifyTask"]

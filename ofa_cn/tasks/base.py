@@ -19,7 +19,7 @@ from fairseq.tasks import FairseqTask
 
 from ..data.base import NoRows
 from ..data.tsv import TSVFile
-from ..generate import build_generator, generate
+from ..generate import build_generator, check_generation_options, fixed_shape, generate
 from ..malloc import keep_freed_memory
 from ..tokenizer import BOS, VOCAB_FILE, ChineseTokenizer, build_dictionary, vocab_sha256
 
@@ -154,15 +154,31 @@ class OFATask(FairseqTask):
         """The allowed-id range for generation (the task config's; grounding: bins by default)."""
         return self.cfg.constraint_range
 
+    def answer_shape(self) -> Optional[tuple[Sequence[int], int]]:
+        """(allowed ids, length) when every answer is exactly `length` such ids, then </s>
+        (grounding: the bins, 4); None for free text."""
+        return None
+
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None,
                         prefix_allowed_tokens_fn=None):
+        """fairseq's hook: a generator with `args` (a dict or fairseq's generation config).
+
+        Raises:
+            ValueError: a generation option that cannot work, named (`check_generation_options`).
+        """
         get = (lambda k, d: getattr(args, k, d)) if not isinstance(args, dict) else (lambda k, d: args.get(k, d))
+        options = {k: get(k, d) for k, d in (("beam", 5), ("max_len_a", 0), ("max_len_b", 200), ("min_len", 1),
+                                             ("no_repeat_ngram_size", 0), ("lenpen", 1.0), ("unkpen", 0.0),
+                                             ("temperature", 1.0))}
+        shape = self.answer_shape()
+        check_generation_options(options, answer_length=shape[1] if shape else None)
         return build_generator(
-            models, self.target_dictionary, beam=get("beam", 5), max_len_a=get("max_len_a", 0),
-            max_len_b=get("max_len_b", 200), min_len=get("min_len", 1),
-            no_repeat_ngram_size=get("no_repeat_ngram_size", 0), len_penalty=get("lenpen", 1.0),
-            unk_penalty=get("unkpen", 0.0), temperature=get("temperature", 1.0),
+            models, self.target_dictionary, beam=options["beam"], max_len_a=options["max_len_a"],
+            max_len_b=options["max_len_b"], min_len=options["min_len"],
+            no_repeat_ngram_size=options["no_repeat_ngram_size"], len_penalty=options["lenpen"],
+            unk_penalty=options["unkpen"], temperature=options["temperature"],
             constraint_range=self.generation_constraint(),
+            prefix_allowed_tokens_fn=fixed_shape(*shape, self.target_dictionary.eos()) if shape else None,
         )
 
     def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):

@@ -42,15 +42,36 @@ class RefcocoTask(OFATask):
         first_bin = len(self.dictionary) - self.cfg.num_bins
         return f"{first_bin},{len(self.dictionary)}"
 
+    BOX_TOKENS = 4  # x0 y0 x1 y1
+
+    def answer_shape(self):
+        # bins_only (the default): exactly four <bin_k>, then </s>
+        if self.cfg.constraint_range or not self.cfg.bins_only:
+            return None
+        first_bin = len(self.dictionary) - self.cfg.num_bins
+        return range(first_bin, len(self.dictionary)), self.BOX_TOKENS
+
     def eval_generation_args(self):
         if not self.cfg.eval_acc:
             return {}
         return {"beam": 5, "min_len": 4, "max_len_a": 0, "max_len_b": 4, **super().eval_generation_args()}
 
     def tokens_to_box(self, tokens: torch.Tensor, w_ratio: float, h_ratio: float) -> list[float]:
-        """The first 4 generated ids -> [x0, y0, x1, y1] in the original image's pixels, inside the image."""
-        bins = [int(t) - (len(self.dictionary) - self.cfg.num_bins) for t in tokens[:4]]
-        return bins_to_box(bins, self.cfg.max_image_size, self.cfg.num_bins, w_ratio, h_ratio,
+        """The first 4 generated ids -> [x0, y0, x1, y1] in the original image's pixels, inside the image
+        (bins reach max_image_size, which may exceed the resized image: they are clipped to it).
+
+        Raises:
+            ValueError: one of the first 4 ids is not a <bin_k> (possible only with bins_only=false
+                or a constraint_range of your own).
+        """
+        first_bin = len(self.dictionary) - self.cfg.num_bins
+        ids = [int(t) for t in tokens[: self.BOX_TOKENS]]
+        if len(ids) < self.BOX_TOKENS or not all(first_bin <= i < len(self.dictionary) for i in ids):
+            raise ValueError(
+                f"the model generated {[self.dictionary[i] for i in ids]} where a box needs 4 <bin_k> tokens; "
+                "keep task.bins_only=true (the default), which allows nothing else."
+            )
+        return bins_to_box([i - first_bin for i in ids], self.cfg.max_image_size, self.cfg.num_bins, w_ratio, h_ratio,
                            resized_size=self.cfg.patch_image_size)
 
     def answers(self, sample, best_tokens):

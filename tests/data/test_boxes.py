@@ -67,7 +67,7 @@ def test_round_trip_within_half_a_bin():
 def test_parse_box():
     assert parse_box("10, 20,30.5,40", WHERE) == [10.0, 20.0, 30.5, 40.0]
     assert parse_box("0,0,320,240", WHERE, (320, 240)) == [0.0, 0.0, 320.0, 240.0]  # edges included
-    assert parse_box("5,5,5,9", WHERE, (10, 10)) == [5.0, 5.0, 5.0, 9.0]  # zero width is allowed
+    assert parse_box("5,5,5.5,9", WHERE, (10, 10)) == [5.0, 5.0, 5.5, 9.0]
 
 
 @pytest.mark.parametrize(
@@ -81,6 +81,8 @@ def test_parse_box():
         ("1,2,inf,4", "a value that is not finite"),
         ("30,2,10,4", "expected x0 <= x1 and y0 <= y1"),
         ("1,40,3,4", "expected x0 <= x1 and y0 <= y1"),
+        ("5,5,5,9", "expected a box of positive width and height, found '5,5,5,9' (0 wide, 4 high)"),
+        ("1,2.5,3,2.5", "(2 wide, 0 high)"),
         ("-1,2,3,4", "lies outside the 100x50 (w x h) image"),
         ("1,2,101,4", "lies outside the 100x50 (w x h) image"),
         ("1,2,3,50.5", "expected 0 <= x0 <= x1 <= 100 and 0 <= y0 <= y1 <= 50"),

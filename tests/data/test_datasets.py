@@ -208,7 +208,6 @@ def _bad_rows(image_b64):
             lambda tmp_path, write_tsv, row: _ocr(tmp_path, write_tsv, [["good", image_b64, "天"], row]),
             [
                 (["x", image_b64, "   "], "text", "expected non-empty text"),
-                (["x", "abc"], "text", "missing column 2"),
             ],
         ),
     }
@@ -260,3 +259,15 @@ def test_fairseq_batching_and_workers(tmp_path, write_tsv, image_b64):
     got = [b["id"].tolist() for b in loader]
     assert got == [[0, 1, 2], [3, 4, 5]]
     assert np.array_equal(ds.num_tokens_vec(np.arange(3)), [12, 12, 12])
+
+
+def test_row_with_a_tab_inside_the_caption_stops_the_dataset_before_training(tmp_path, write_tsv, image_b64, caplog):
+    rows = [["a", image_b64, "一只猫"], ["b", image_b64, "两只\t狗"], ["c", image_b64, "小鸟"]]
+    with pytest.raises(DataError, match=r"caption_train.tsv: row 1 \(line 2\): expected 5 tab-separated fields, as "
+                                        r"2 of the file's 3 rows have, found 6\. A tab inside a field"):
+        _caption(tmp_path, write_tsv, rows)
+    with caplog.at_level(logging.WARNING, logger="ofa_cn.data.base"):
+        ds = _caption(tmp_path, write_tsv, rows, skip_bad_rows=True)
+    assert "1 rows have another number of fields than the file's 5 and will be skipped (first: row 1)" in caplog.text
+    assert ds[1] is None and ds.num_skipped_rows == 1
+    assert ds[2]["references"] == ["小鸟"]

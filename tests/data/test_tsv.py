@@ -89,9 +89,43 @@ def test_blank_line_inside_is_a_bad_row(tmp_path):
     path = tmp_path / "blank.tsv"
     path.write_text("a\tb\n\nc\td\n", encoding="utf-8")
     tsv = TSVFile(path, "0,1", ("x", "y"))
-    with pytest.raises(DataError, match=r"row 1 \(line 2\), field 'y': missing column 1.*the row has 1"):
+    with pytest.raises(DataError, match=r"row 1 \(line 2\): expected 2 tab-separated fields, as 2 of the file's 3 "
+                                        r"rows have, found 1\."):
         tsv[1]
     assert tsv[2] == {"x": "c", "y": "d"}
+
+
+@pytest.mark.parametrize(
+    "lines, bad_row, found",
+    [
+        (["a\tb\tc", "d\te\tf", "g\th\tcut\there", "j\tk\tl"], 2, 4),  # a tab inside the caption
+        (["a\tb\tc\tx", "d\te\tf\tx", "g\th\ti", "j\tk\tl\tx"], 2, 3),  # a column missing
+        (["a\tb\tc\tx", "d\te\tf"], 1, 3),  # a tie: the first row's layout is the file's
+    ],
+    ids=["tab-inside-a-field", "column-missing", "tie"],
+)
+def test_row_with_another_field_count_names_file_row_and_counts(tmp_path, lines, bad_row, found):
+    path = tmp_path / "t.tsv"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    tsv = TSVFile(path, "0,2", ("id", "caption"))  # the unused columns are normal
+    assert tsv.other_rows.tolist() == [bad_row]
+    expected = len(lines[0].split("\t"))
+    with pytest.raises(DataError) as err:
+        tsv[bad_row]
+    assert str(err.value).startswith(
+        f"{path}: row {bad_row} (line {bad_row + 1}): expected {expected} tab-separated fields, as "
+        f"{len(lines) - 1} of the file's {len(lines)} rows have, found {found}. A tab inside a field")
+    assert tsv[0]["caption"] == lines[0].split("\t")[2]
+
+
+def test_field_counts_across_chunk_boundaries(tmp_path, monkeypatch, write_tsv):
+    rows = [[f"r{i}", "x" * (i * 5 % 23), "y"] for i in range(40)]
+    rows[17] = ["r17", "a", "b", "extra"]
+    path = write_tsv(tmp_path / "long.tsv", rows)
+    monkeypatch.setattr(tsv_module, "_CHUNK_BYTES", 7)
+    offsets, tabs = tsv_module.index_rows(path)
+    assert tabs.tolist() == [len(r) - 1 for r in rows]
+    assert TSVFile(path, None, ("id",)).other_rows.tolist() == [17]
 
 
 def test_invalid_utf8_is_a_data_error(tmp_path):
