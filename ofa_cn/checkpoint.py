@@ -161,7 +161,8 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
     """Load a released (or our own) checkpoint into an `OFAModel`, strictly, in eval mode.
 
     Args:
-        path: a `.pt` in the original layout, or a folder written by `export_checkpoint`.
+        path: a `.pt` in the original layout, a folder written by `export_checkpoint`, or a
+            ModelScope OFA-CN folder (config.json, pytorch_model.bin, vocab.txt, configuration.json).
         dtype: float32 or bfloat16 (fp16 weights are cast).
     Returns:
         (model, task_config dict)
@@ -170,6 +171,10 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
 
     path = Path(path)
     if path.is_dir():
+        from .modelscope import is_modelscope_folder, load_modelscope
+
+        if is_modelscope_folder(path):
+            return load_modelscope(path, dtype=dtype, device=device)
         return load_exported(path, dtype=dtype, device=device)
     state = load_checkpoint_file(path)
     cfg = model_config(state)
@@ -180,16 +185,56 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
 
 def export_checkpoint(path: str | Path, out_dir: str | Path) -> Path:
     """Write a checkpoint's weights (safetensors, tied aliases stored once) and configs (JSON)."""
+    cfg, state_dict, task = read_checkpoint(path)
+    return write_exported(cfg, state_dict, task, out_dir, source=Path(path).name)
+
+
+def read_checkpoint(path: str | Path) -> tuple[OFAConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """(config, state dict, task config) of a .pt, an exported folder or a ModelScope folder; no model built."""
+    path = Path(path)
+    if path.is_dir():
+        from .modelscope import is_modelscope_folder, read_modelscope
+
+        if is_modelscope_folder(path):
+            return read_modelscope(path)
+        return read_exported(path)
+    state = load_checkpoint_file(path)
+    return model_config(state), dict(state["model"]), saved_task_config(state)
+
+
+# Formats of `ofa-cn convert CKPT OUT --format F`.
+CONVERT_FORMATS = ("safetensors", "modelscope", "fairseq")
+
+
+def convert_checkpoint(path: str | Path, out: str | Path, fmt: str = "safetensors") -> Path:
+    """Rewrite a checkpoint (.pt, exported folder or ModelScope folder) in another format.
+
+    safetensors: our folder (model.safetensors + config.json); modelscope: a folder for
+    modelscope's OFAModel.from_pretrained; fairseq: a .pt for `fairseq-train --restore-file`.
+    """
+    from . import modelscope
+
+    cfg, state_dict, task = read_checkpoint(path)
+    if fmt == "safetensors":
+        return write_exported(cfg, state_dict, task, out, source=Path(path).name)
+    if fmt == "modelscope":
+        return modelscope.export_modelscope(cfg, state_dict, task, out)
+    if fmt == "fairseq":
+        return modelscope.write_fairseq_checkpoint(cfg, state_dict, task, out)
+    raise ValueError(f"unknown format {fmt!r}; choose one of {CONVERT_FORMATS}")
+
+
+def write_exported(cfg: OFAConfig, state_dict: Mapping[str, torch.Tensor], task: Mapping[str, Any],
+                   out_dir: str | Path, source: str) -> Path:
+    """Our exported folder: model.safetensors (tied aliases stored once) and config.json."""
     from safetensors.torch import save_file
 
-    state = load_checkpoint_file(path)
-    cfg = model_config(state)
-    weights = {k: v.contiguous() for k, v in state["model"].items() if k not in TIED_ALIASES}
+    weights = {k: v.contiguous() for k, v in state_dict.items() if k not in TIED_ALIASES}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(out_dir / EXPORT_WEIGHTS), metadata={"format": "ofa-cn"})
-    task = {k: v for k, v in saved_task_config(state).items() if _json_safe(v)}
-    config = {"model": dataclasses.asdict(cfg), "task": task, "source": Path(path).name}
+    task = {k: v for k, v in task.items() if _json_safe(v)}
+    config = {"model": dataclasses.asdict(cfg), "task": task, "source": source}
     (out_dir / EXPORT_CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
     return out_dir
 
@@ -204,15 +249,21 @@ def _json_safe(value: Any) -> bool:
 
 def load_exported(folder: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """Read a folder written by `export_checkpoint`. -> (model, task_config dict)"""
-    from safetensors.torch import load_file
-
     from .model.ofa import OFAModel
+
+    cfg, weights, task = read_exported(folder)
+    model = OFAModel.from_config(cfg)
+    load_weights(model, weights, str(folder))
+    return model.to(device=device, dtype=dtype).eval(), task
+
+
+def read_exported(folder: str | Path) -> tuple[OFAConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """(config, state dict with the tied aliases, task config) of a folder written by `export_checkpoint`."""
+    from safetensors.torch import load_file
 
     folder = Path(folder)
     config = json.loads((folder / EXPORT_CONFIG).read_text(encoding="utf-8"))
-    model = OFAModel.from_config(OFAConfig(**config["model"]))
     weights = load_file(str(folder / EXPORT_WEIGHTS))
     for alias, target in TIED_ALIASES.items():
         weights[alias] = weights[target]
-    load_weights(model, weights, str(folder))
-    return model.to(device=device, dtype=dtype).eval(), config["task"]
+    return OFAConfig(**config["model"]), weights, config["task"]

@@ -6,7 +6,7 @@
     ofa-cn caption IMAGE [IMAGE ...] --checkpoint CKPT
     ofa-cn ground  IMAGE TEXT [IMAGE TEXT ...] --checkpoint CKPT
     ofa-cn ocr     IMAGE [IMAGE ...] --checkpoint CKPT
-    ofa-cn convert CKPT OUT_DIR
+    ofa-cn convert CKPT OUT [--format safetensors|modelscope|fairseq]
 
 Each ``score`` command prints one JSON object on stdout. Bad input (a missing field, bad JSON,
 a box that is not 4 numbers, ids that do not match) prints an error naming the file, line and
@@ -115,9 +115,9 @@ def _run_ocr(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _run_convert(args: argparse.Namespace) -> dict[str, Any]:
-    from .checkpoint import export_checkpoint
+    from .checkpoint import convert_checkpoint
 
-    out = export_checkpoint(args.checkpoint_in, args.out_dir)
+    out = convert_checkpoint(args.checkpoint_in, args.out_dir, args.format)
     return {"exported": str(out)}
 
 
@@ -199,9 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_command(commands, "ground", _run_ground, "find the region an expression describes; prints x0,y0,x1,y1 "
                        "in the image's pixels", "pairs", "IMAGE TEXT pairs")
     _add_model_command(commands, "ocr", _run_ocr, "read the text in images of a text line", "images", "image files")
-    convert = commands.add_parser("convert", help="write a checkpoint as safetensors + JSON config")
+    convert = commands.add_parser("convert", help="rewrite a checkpoint (.pt, exported or ModelScope folder) in "
+                                  "another format")
     convert.add_argument("checkpoint_in", metavar="CKPT")
-    convert.add_argument("out_dir", metavar="OUT_DIR")
+    convert.add_argument("out_dir", metavar="OUT")
+    convert.add_argument("--format", default="safetensors", choices=("safetensors", "modelscope", "fairseq"),
+                         help="safetensors: our folder (default); modelscope: a ModelScope OFA folder; "
+                              "fairseq: a .pt for fairseq-train --restore-file")
     convert.set_defaults(run=_run_convert)
     return parser
 
