@@ -62,6 +62,7 @@ VERSION_BUFFERS = ("encoder.version", "decoder.version")  # fairseq's, ours only
 IMAGE_POSITION_IDX = "decoder.image_position_idx"
 MODELSCOPE_IMAGE_CODE_PAD_COUNT = 768  # pad entries at the end of its image_position_idx (ours: 769)
 
+MODELSCOPE_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")  # image stems it can build
 # ModelScope task names <-> our registered tasks.
 TASKS = {"image-captioning": "caption", "visual-grounding": "refcoco", "ocr-recognition": "ocr"}
 
@@ -172,6 +173,8 @@ def modelscope_config(cfg: OFAConfig) -> dict[str, Any]:
     if cfg.max_source_positions != cfg.max_target_positions:
         problems.append(f"max_source_positions ({cfg.max_source_positions}) != max_target_positions "
                         f"({cfg.max_target_positions}); ModelScope has one max_position_embeddings")
+    if cfg.resnet_type not in MODELSCOPE_RESNETS:
+        problems.append(f"resnet_type {cfg.resnet_type!r}; ModelScope builds {', '.join(MODELSCOPE_RESNETS)}")
     if cfg.scale_attn != cfg.scale_fc:
         problems.append(f"scale_attn={cfg.scale_attn} with scale_fc={cfg.scale_fc}; ModelScope's `normformer` "
                         "switches both")

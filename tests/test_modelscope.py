@@ -143,6 +143,8 @@ def test_config_round_trip_and_refusals():
     assert config_from_modelscope(modelscope_config(cfg)) == cfg
     with pytest.raises(ModelScopeError, match="max_position_embeddings"):
         modelscope_config(tiny_config())  # 64 source vs 48 target positions
+    with pytest.raises(ModelScopeError, match="resnet_type 'resnet10'"):
+        modelscope_config(cfg.replace(resnet_type="resnet10"))
     with pytest.raises(ModelScopeError, match="w_resid"):
         modelscope_config(cfg.replace(scale_resids=True))
     with pytest.raises(ModelScopeError, match=r"use_ofasys.*another OFA variant"):
