@@ -38,6 +38,7 @@ class PolynomialDecayWithRatioConfig(PolynomialDecayLRScheduleConfig):
     # own (float) field refuses, so polynomial_decay needed the flag even with --max-update.
     total_num_update: Optional[float] = field(default=II("optimization.max_update"), metadata={
         "help": "total number of updates over which to decay the learning rate (default: --max-update)"})
+    max_update: int = II("optimization.max_update")
     max_epoch: int = II("optimization.max_epoch")
     update_freq: List[int] = II("optimization.update_freq")
 
@@ -65,6 +66,8 @@ class PolynomialDecayWithRatio(PolynomialDecayLRSchedule):
                 raise ValueError(f"--warmup-ratio {self.ratio} and --warmup-updates {cfg.warmup_updates} both "
                                  "set the warmup; give one of them")
             cfg.total_num_update = 1  # a placeholder until the first epoch: fairseq's __init__ asserts > 0
+        elif not cfg.total_num_update and cfg.max_update:
+            cfg.total_num_update = cfg.max_update  # the field's default, lost on the command line
         elif not cfg.total_num_update:
             raise ValueError("--lr-scheduler polynomial_decay needs the run's length: --total-num-update, "
                              "--max-update, or --warmup-ratio with --max-epoch (as the original OFA scripts)")

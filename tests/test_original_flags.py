@@ -184,3 +184,14 @@ def test_warmup_ratio_needs_max_epoch(tmp_path):
     cfg = parse(argv, tmp_path)
     with pytest.raises(ValueError, match="--warmup-ratio counts the updates of --max-epoch"):
         build_lr_scheduler(cfg.lr_scheduler, FakeOptimizer())
+
+
+def test_polynomial_decay_without_ratio_is_fairseqs(tmp_path):
+    argv = [a for a in CAPTION_STAGE1 if not a.startswith(("--max-epoch", "--warmup-ratio"))]
+    cfg = parse([*argv, "--max-update=100", "--warmup-updates=10"], tmp_path)
+    scheduler = build_lr_scheduler(cfg.lr_scheduler, FakeOptimizer())
+    assert scheduler.total_num_update == 100  # from --max-update (fairseq's default, lost on the command line)
+    assert math.isclose(scheduler.step_update(5), 0.5e-5) and math.isclose(scheduler.step_update(55), 0.5e-5)
+    cfg = parse(argv, tmp_path)
+    with pytest.raises(ValueError, match="needs the run's length"):
+        build_lr_scheduler(cfg.lr_scheduler, FakeOptimizer())
