@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .model.config import ARCHITECTURES, OFAConfig, check_saved_options, config_for_arch
+from .model.config import ARCHITECTURES, MAX_POSITION_BUCKETS, OFAConfig, check_saved_options, config_for_arch
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +183,8 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
     """Load a released (or our own) checkpoint into an `OFAModel`, strictly, in eval mode.
 
     Args:
-        path: a `.pt` in the original layout, or a folder written by `export_checkpoint`.
+        path: a `.pt` in the original layout, a folder written by `export_checkpoint`, or a
+            ModelScope OFA-CN folder (config.json, pytorch_model.bin, vocab.txt, configuration.json).
         dtype: float32 or bfloat16 (fp16 weights are cast).
     Returns:
         (model, task_config dict)
@@ -192,6 +193,10 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
 
     path = Path(path)
     if path.is_dir():
+        from .modelscope import is_modelscope_folder, load_modelscope
+
+        if is_modelscope_folder(path):
+            return load_modelscope(path, dtype=dtype, device=device)
         return load_exported(path, dtype=dtype, device=device)
     state = load_checkpoint_file(path)
     cfg = model_config(state)
@@ -207,38 +212,101 @@ def export_checkpoint(path: str | Path, out_dir: str | Path, dtype: torch.dtype 
     Args:
         dtype: cast floating-point weights to this type (e.g. torch.float16); None keeps them.
         drop_derived: leave out DERIVED_BUFFERS, after checking that they equal what the config
-            builds (`load_exported` rebuilds them).
+            builds (`read_exported` rebuilds them).
         overwrite: replace the files of a non-empty `out_dir`.
     Raises:
         ValueError: `out_dir` exists and is not empty, and `overwrite` is False (checked
             before the checkpoint is read).
         CheckpointError: with drop_derived, a saved bucket table differs from the config's.
     """
-    from safetensors.torch import save_file
+    refuse_non_empty(out_dir, overwrite)
+    cfg, state_dict, task = read_checkpoint(path)
+    return write_exported(cfg, state_dict, task, out_dir, source=Path(path).name, dtype=dtype,
+                          drop_derived=drop_derived)
 
-    from .model.ofa import OFAModel
 
+def refuse_non_empty(out_dir: str | Path, overwrite: bool) -> None:
+    """Raise ValueError if `out_dir` exists and holds files, unless `overwrite`."""
     out_dir = Path(out_dir)
     if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
         shown = ", ".join(sorted(p.name for p in out_dir.iterdir())[:5])
         raise ValueError(f"{out_dir} is not empty ({shown}); refusing to overwrite it. Choose an empty or new "
                          "folder, or pass --overwrite (overwrite=True) to replace its files.")
+
+
+def read_checkpoint(path: str | Path) -> tuple[OFAConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """(config, state dict, task config) of a .pt, an exported folder or a ModelScope folder; no model built."""
+    path = Path(path)
+    if path.is_dir():
+        from .modelscope import is_modelscope_folder, read_modelscope
+
+        if is_modelscope_folder(path):
+            return read_modelscope(path)
+        return read_exported(path)
     state = load_checkpoint_file(path)
-    cfg = model_config(state)
+    return model_config(state), dict(state["model"]), saved_task_config(state)
+
+
+# Formats of `ofa-cn convert CKPT OUT --format F`.
+CONVERT_FORMATS = ("safetensors", "modelscope", "fairseq")
+
+
+def convert_checkpoint(path: str | Path, out: str | Path, fmt: str = "safetensors", overwrite: bool = False) -> Path:
+    """Rewrite a checkpoint (.pt, exported folder or ModelScope folder) in another format.
+
+    safetensors: our folder (model.safetensors + config.json); modelscope: a folder for
+    modelscope's OFAModel.from_pretrained; fairseq: a .pt for `fairseq-train --restore-file`.
+    A non-empty output folder (or an existing .pt) is refused unless `overwrite`.
+    """
+    from . import modelscope
+
+    if fmt not in CONVERT_FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {CONVERT_FORMATS}")
+    if fmt == "fairseq" and Path(out).is_file() and not overwrite:
+        raise ValueError(f"{out} exists; refusing to overwrite it. Choose another name, or pass --overwrite.")
+    if fmt != "fairseq":
+        refuse_non_empty(out, overwrite)
+    cfg, state_dict, task = read_checkpoint(path)
+    if fmt == "safetensors":
+        return write_exported(cfg, state_dict, task, out, source=Path(path).name)
+    if fmt == "modelscope":
+        return modelscope.export_modelscope(cfg, state_dict, task, out)
+    return modelscope.write_fairseq_checkpoint(cfg, state_dict, task, out)
+
+
+def derived_buffers(cfg: OFAConfig) -> dict[str, torch.Tensor]:
+    """DERIVED_BUFFERS as the config builds them (the model's own tables, without building it)."""
+    from .model.positions import image_bucket_table, token_bucket_table
+
+    token = token_bucket_table(cfg.token_bucket_size, MAX_POSITION_BUCKETS)
+    image = image_bucket_table(cfg.image_bucket_size)
+    return {f"{side}.{name}": table for side in ("encoder", "decoder")
+            for name, table in (("token_rp_bucket", token), ("image_rp_bucket", image))}
+
+
+def write_exported(cfg: OFAConfig, state_dict: Mapping[str, torch.Tensor], task: Mapping[str, Any],
+                   out_dir: str | Path, source: str, dtype: torch.dtype | None = None,
+                   drop_derived: bool = False) -> Path:
+    """Our exported folder: model.safetensors (tied aliases stored once) and config.json.
+
+    dtype and drop_derived: as `export_checkpoint`'s.
+    """
+    from safetensors.torch import save_file
+
     skip = set(TIED_ALIASES)
     if drop_derived:
-        built = OFAModel.from_config(cfg).state_dict()
-        for name in DERIVED_BUFFERS:
-            if not torch.equal(state["model"][name], built[name]):
-                raise CheckpointError(f"{path}: {name} differs from the table its config builds; export it with "
+        for name, table in derived_buffers(cfg).items():
+            if not torch.equal(state_dict[name], table):
+                raise CheckpointError(f"{source}: {name} differs from the table its config builds; export it with "
                                       "drop_derived=False")
         skip.update(DERIVED_BUFFERS)
     weights = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-               for k, v in state["model"].items() if k not in skip}
+               for k, v in state_dict.items() if k not in skip}
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(out_dir / EXPORT_WEIGHTS), metadata={"format": "ofa-cn"})
-    task = {k: v for k, v in saved_task_config(state).items() if _json_safe(v)}
-    config = {"model": dataclasses.asdict(cfg), "task": task, "source": Path(path).name}
+    task = {k: v for k, v in task.items() if _json_safe(v)}
+    config = {"model": dataclasses.asdict(cfg), "task": task, "source": source}
     (out_dir / EXPORT_CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
     return out_dir
 
@@ -253,18 +321,24 @@ def _json_safe(value: Any) -> bool:
 
 def load_exported(folder: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """Read a folder written by `export_checkpoint`. -> (model, task_config dict)"""
-    from safetensors.torch import load_file
-
     from .model.ofa import OFAModel
+
+    cfg, weights, task = read_exported(folder)
+    model = OFAModel.from_config(cfg)
+    load_weights(model, weights, str(folder))
+    return model.to(device=device, dtype=dtype).eval(), task
+
+
+def read_exported(folder: str | Path) -> tuple[OFAConfig, dict[str, torch.Tensor], dict[str, Any]]:
+    """(config, state dict with the tied aliases, task config) of a folder written by `export_checkpoint`."""
+    from safetensors.torch import load_file
 
     folder = Path(folder)
     config = json.loads((folder / EXPORT_CONFIG).read_text(encoding="utf-8"))
-    model = OFAModel.from_config(OFAConfig(**config["model"]))
     weights = load_file(str(folder / EXPORT_WEIGHTS))
     for alias, target in TIED_ALIASES.items():
         weights[alias] = weights[target]
-    built = model.state_dict()
-    for name in DERIVED_BUFFERS:  # left out by export_checkpoint(drop_derived=True)
-        weights.setdefault(name, built[name])
-    load_weights(model, weights, str(folder))
-    return model.to(device=device, dtype=dtype).eval(), config["task"]
+    cfg = OFAConfig(**config["model"])
+    for name, table in derived_buffers(cfg).items():  # left out by export_checkpoint(drop_derived=True)
+        weights.setdefault(name, table)
+    return cfg, weights, config["task"]

@@ -6,7 +6,7 @@
     ofa-cn caption IMAGE [IMAGE ...] --checkpoint CKPT [--batch-size 8] [--jsonl]
     ofa-cn ground  IMAGE TEXT [IMAGE TEXT ...] --checkpoint CKPT
     ofa-cn ocr     IMAGE [IMAGE ...] --checkpoint CKPT
-    ofa-cn convert CKPT OUT_DIR
+    ofa-cn convert CKPT OUT [--format safetensors|modelscope|fairseq] [--overwrite]
     ofa-cn prepare muge|refcoco|lmdb|folder ... --out OUT.tsv   (ofa_cn/prepare/cli.py)
 
 Each ``score`` command prints one JSON object on stdout. Bad input (a missing field, bad JSON,
@@ -203,9 +203,9 @@ def _run_ocr(args: argparse.Namespace) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> dict[str, Any]:
-    from .checkpoint import export_checkpoint
+    from .checkpoint import convert_checkpoint
 
-    out = export_checkpoint(args.checkpoint_in, args.out_dir, overwrite=args.overwrite)
+    out = convert_checkpoint(args.checkpoint_in, args.out_dir, args.format, overwrite=args.overwrite)
     return {"exported": str(out)}
 
 
@@ -316,10 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "for each of its images)", "IMAGE TEXT")
     _add_model_command(commands, "ocr", _run_ocr, "read the text in images of a text line", "images", IMAGE_HELP,
                        "IMAGE")
-    convert = commands.add_parser("convert", help="write a checkpoint as safetensors + JSON config")
+    convert = commands.add_parser("convert", help="rewrite a checkpoint (.pt, exported or ModelScope folder) in "
+                                  "another format")
     convert.add_argument("checkpoint_in", metavar="CKPT")
-    convert.add_argument("out_dir", metavar="OUT_DIR")
-    convert.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty OUT_DIR")
+    convert.add_argument("out_dir", metavar="OUT")
+    convert.add_argument("--format", default="safetensors", choices=("safetensors", "modelscope", "fairseq"),
+                         help="safetensors: our folder (default); modelscope: a ModelScope OFA folder; "
+                              "fairseq: a .pt for fairseq-train --restore-file")
+    convert.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty OUT")
     _add_verbose(convert)
     convert.set_defaults(run=_run_convert)
     from .prepare.cli import add_prepare_command  # ofa-cn prepare muge|refcoco|lmdb|folder (ofa_cn/prepare/)

@@ -48,6 +48,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
 fi
 
+echo "== [4b/5] ModelScope's OFA code for the migration tests (dev extras), without touching torch/numpy"
+# --no-deps: the smallest set that lets modelscope's OFA model, tokenizer and generator import and
+# run (tests/test_modelscope.py); modelscope's own dependency list would pull its whole framework.
+#   modelscope        the OFA model, tokenizer and generator under test
+#   transformers      their base classes (5.x: the release that fits this venv's tokenizers/huggingface_hub)
+#   modelscope-hub    imported by `import modelscope`; it needs requests (+urllib3, certifi,
+#                     charset-normalizer, idna) and cryptography
+#   addict            imported by modelscope.utils.config, undeclared by modelscope
+"${pip[@]}" --no-deps "modelscope==1.40.2" "transformers==5.25.0" "modelscope-hub==0.5.1" "addict==2.4.0" \
+    "requests>=2.28" "urllib3>=1.26" "certifi" "charset-normalizer" "idna" "cryptography>=41"
+
 echo "== [5/5] ofa-cn itself (editable) with its dev extras"
 "${pip[@]}" -e "$root[dev]"
 

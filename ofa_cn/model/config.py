@@ -134,24 +134,31 @@ ARCHITECTURES["ofa_cn_base"] = ARCHITECTURES["ofa_base"]
 ARCHITECTURES["ofa_cn_large"] = ARCHITECTURES["ofa_large"]
 
 
-# Saved options of the original that would change the maths, with the only value we build.
+# Options of the original that would change the maths, with the only value OFA-CN builds. The
+# command line accepts each under the original's flag (`--encoder-normalize-before`, ...), so the
+# released training scripts run unchanged; a saved config or flag with another value is refused.
 FIXED_OPTIONS = {
     "encoder_normalize_before": True, "decoder_normalize_before": True,
     "share_all_embeddings": True, "share_decoder_input_output_embed": True,
     "no_scale_embedding": True, "layernorm_embedding": True, "patch_layernorm_embedding": True,
+    "code_layernorm_embedding": True,
     "activation_fn": "gelu", "sync_bn": False, "encoder_prompt": False, "decoder_prompt": False,
     "adaptive_input": False,
 }
 
 
 def check_saved_options(values: Mapping[str, Any]) -> None:
-    """Refuse saved model options that no released OFA-CN checkpoint uses (we do not build them)."""
-    bad = {k: values[k] for k, want in FIXED_OPTIONS.items() if values.get(k, want) != want}
+    """Refuse model options that no released OFA-CN checkpoint uses (we do not build them).
+
+    An option that is absent or None (a flag not given on the command line) takes OFA-CN's value.
+    """
+    bad = {k: values[k] for k, want in FIXED_OPTIONS.items() if values.get(k) is not None and values[k] != want}
     if bad:
         expected = {k: FIXED_OPTIONS[k] for k in bad}
         raise ValueError(
-            f"model options {bad} are not supported: every released OFA-CN checkpoint has {expected}. "
-            "This file was trained with another architecture than OFA-CN."
+            f"model options {bad} are not supported: every released OFA-CN checkpoint has {expected}, "
+            "and OFA-CN builds only that architecture. Leave these options out (or give the released values); "
+            "a checkpoint saved with them was trained with another architecture than OFA-CN."
         )
 
 

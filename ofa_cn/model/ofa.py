@@ -18,7 +18,7 @@ from fairseq.models import (FairseqEncoder, FairseqEncoderDecoderModel, FairseqI
                             register_model, register_model_architecture)
 from torch import nn
 
-from .config import ARCHITECTURES, OFAConfig, check_saved_options, config_for_arch
+from .config import ARCHITECTURES, FIXED_OPTIONS, OFAConfig, check_saved_options, config_for_arch
 from .decoder import CACHE_KEY, Decoder
 from .embedding import TokenEmbedding
 from .encoder import Encoder, EncoderOutput
@@ -103,6 +103,15 @@ class OFAModel(FairseqEncoderDecoderModel):
             else:
                 kind = {"int": int, "float": float, "str": str}[str(f.type)]
                 parser.add_argument(flag, dest=f.name, type=kind, metavar="N" if kind is not str else "S", help=help_)
+        # The original's switches that OFA-CN always has: accepted so that its training scripts run
+        # unchanged, left None when not given (= OFA-CN's value) and checked in `config_from_args`.
+        for name, value in FIXED_OPTIONS.items():
+            flag = "--" + name.replace("_", "-")
+            help_ = f"the original's option; OFA-CN always has {value!r} (another value is an error)"
+            if isinstance(value, bool):
+                parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_)
+            else:
+                parser.add_argument(flag, dest=name, type=type(value), default=None, help=help_)
         parser.add_argument("--freeze-encoder-embedding", action="store_true",
                             help="do not train the (shared) token embedding through the encoder")
         parser.add_argument("--freeze-decoder-embedding", action="store_true",

@@ -20,6 +20,7 @@ from fairseq.tasks import FairseqTask
 from ..data.base import NoRows
 from ..data.tsv import TSVFile
 from ..generate import build_generator, check_generation_options, fixed_shape, generate
+from ..lr_schedule import note_train_batches
 from ..malloc import keep_freed_memory
 from ..tokenizer import BOS, VOCAB_FILE, ChineseTokenizer, build_dictionary, vocab_sha256
 
@@ -130,10 +131,14 @@ class OFATask(FairseqTask):
         logger.info("%s: %d rows from %s", split, len(self.datasets[split]), path)
 
     def get_batch_iterator(self, dataset, *args, **kwargs):
-        if dataset is not self.datasets.get("train"):
+        training = dataset is self.datasets.get("train")
+        if not training:
             # fairseq drops a last batch whose size is not a multiple of this: never when evaluating
             kwargs["required_batch_size_multiple"] = 1
-        return super().get_batch_iterator(dataset, *args, **kwargs)
+        iterator = super().get_batch_iterator(dataset, *args, **kwargs)
+        if training:
+            note_train_batches(len(iterator))  # --warmup-ratio counts the run's updates from it
+        return iterator
 
     def build_dataset(self, tsv: TSVFile, split: str, epoch: int):
         raise NotImplementedError(f"{type(self).__name__} must build its dataset")
