@@ -16,11 +16,16 @@ from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
-from fairseq import tasks
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from .checkpoint import load_pretrained
+from .fairseq_import import import_fairseq
+
+import_fairseq()  # first: fairseq's own import would configure logging (scripts/evaluate.py's basicConfig)
+
+from fairseq import tasks  # noqa: E402
+
+from .checkpoint import load_pretrained  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -21,12 +21,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm import tqdm
 
-from .fairseq_import import import_fairseq
-
-import_fairseq()  # before .evaluate imports it: fairseq's import would configure logging
-
-from .evaluate import load_pretrained, setup_task  # noqa: E402
-from .inputs import ImageInput, describe, read_image  # noqa: E402
+from .evaluate import load_pretrained, setup_task
+from .inputs import ImageInput, describe, read_image
 
 # command (method) -> the fairseq task that answers it
 COMMAND_TASKS = {"caption": "caption", "ground": "refcoco", "ocr": "ocr"}
