@@ -16,13 +16,18 @@ from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
-from fairseq import tasks
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from .checkpoint import load_pretrained
-from .generate import check_generation_options
-from .no_references import PlaceholderReferences, lacks_references, write_predictions_only
+from .fairseq_import import import_fairseq
+
+import_fairseq()  # first: fairseq's own import would configure logging (scripts/evaluate.py's basicConfig)
+
+from fairseq import tasks  # noqa: E402
+
+from .checkpoint import load_pretrained  # noqa: E402
+from .generate import check_generation_options  # noqa: E402
+from .no_references import PlaceholderReferences, lacks_references, write_predictions_only  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

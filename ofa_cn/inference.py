@@ -21,12 +21,8 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm import tqdm
 
-from .fairseq_import import import_fairseq
-
-import_fairseq()  # before .evaluate imports it: fairseq's import would configure logging
-
-from .evaluate import load_pretrained, setup_task  # noqa: E402
-from .inputs import ImageInput, describe, read_image  # noqa: E402
+from .evaluate import load_pretrained, setup_task
+from .inputs import ImageInput, describe, read_image
 
 # command (method) -> the fairseq task that answers it
 COMMAND_TASKS = {"caption": "caption", "ground": "refcoco", "ocr": "ocr"}
@@ -138,7 +134,8 @@ class Predictor:
         with return_scores the answers are {"box", "score"}.
         """
         if texts is None:
-            raise TypeError("ground needs texts: the expression that says which region to find, e.g. '穿红色衣服的人'")
+            raise TypeError("ground needs texts: the expression that says which region to find, "
+                            "e.g. '穿红色衣服的人'")
         return self._predict("ground", images, texts, options)
 
     def ocr(self, images: ImageInput | Sequence[ImageInput], **options):
@@ -165,7 +162,7 @@ class Predictor:
                 texts = [texts] * len(images)
             elif single or len(texts) != len(images):
                 raise ValueError(f"ground needs one expression per image (or one str for all): {len(images)} "
-                                 f"image{'s' if len(images) != 1 else ''}, {1 if isinstance(texts, str) else len(texts)} texts")
+                                 f"image{'s' if len(images) != 1 else ''}, {len(texts)} texts")
         else:
             texts = [None] * len(images)
         answers = self.run(command, images, list(texts), **options)

@@ -64,7 +64,8 @@ def fetch_url(url: str, timeout: float = URL_TIMEOUT_S) -> bytes:
     except urllib.error.URLError as e:
         if isinstance(e.reason, TimeoutError):  # while connecting
             raise ImageInputError(f"image URL {url}: no answer within {timeout:g} s") from None
-        raise ImageInputError(f"image URL {url} is unreachable ({e.reason}); check the address and the network") from None
+        raise ImageInputError(
+            f"image URL {url} is unreachable ({e.reason}); check the address and the network") from None
     except TimeoutError:  # while reading
         raise ImageInputError(f"image URL {url}: no answer within {timeout:g} s") from None
 

@@ -93,6 +93,9 @@ def test_cli_ground(golden_checkpoint, golden_dir, golden_box, capsys):
     """The original's box, with no task argument: the caption checkpoint saved no max_image_size, so
     grounding uses its patch_image_size (256), as the original evaluation did (issue 17: it was 512,
     and boxes came out 2x too large)."""
+    from ofa_cn.evaluate import _log_once
+
+    _log_once.cache_clear()  # the choice is logged once per process; another test may have made it
     image = str(golden_dir / "image_real.png")
     assert cli_main(["ground", image, "穿红色衣服的人", "--checkpoint", str(golden_checkpoint), "--any-task",
                      "--device", "cpu"]) == 0
