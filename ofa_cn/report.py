@@ -76,7 +76,9 @@ def draw_boxes(img: Image.Image, true_box: Sequence[float] | None, pred_box: Seq
     out = img.convert("RGB").resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(out)
     for box, colour in ((true_box, TRUE_BOX), (pred_box, PRED_BOX)):
-        if box is not None:  # a poor model may predict x1 < x0: draw the rectangle those corners span
+        if box is not None:
+            # a prediction may be inverted (x1 < x0): drawn as the rectangle its corners span,
+            # while the metrics score it as generated (a miss)
             x0, y0, x1, y1 = (v * scale for v in box)
             draw.rectangle([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], outline=colour, width=2)
     return out

@@ -83,10 +83,9 @@ def _write_error(error: BaseException, path: str) -> CheckpointWriteError:
         errno.EROFS: "choose a writable --save-dir",
         errno.EACCES: "choose a --save-dir you may write to",
     }.get(code, "check the save folder")
-    return CheckpointWriteError(
-        code, f"{what[:1].lower()}{what[1:]} while writing {path}; the partial file was removed and the "
-        f"previous checkpoint files are unchanged. {advice.capitalize()}."
-    )
+    message = (f"{what[:1].lower()}{what[1:]} while writing {path}; the partial file was removed and the "
+               f"previous checkpoint files are unchanged. {advice.capitalize()}.")
+    return CheckpointWriteError(code, message) if code is not None else CheckpointWriteError(message)
 
 
 def _fsync_folder(folder: str) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 
 # Appended to row-level problems: the two ways out for the user.
-FIX_OR_SKIP = "Fix or remove the row, or construct the dataset with skip_bad_rows=True to skip such rows."
+FIX_OR_SKIP = ("Fix or remove the row, or construct the dataset with skip_bad_rows=True to skip such rows "
+               "(--skip-bad-rows for fairseq-train, task.skip_bad_rows=true in a YAML).")
 
 
 def location(path: str | os.PathLike, row: int, field: str | None = None) -> str:

@@ -127,3 +127,19 @@ def test_read_only_save_dir_is_reported_before_training(data, tmp_path):
                              f"to --save-dir {save_dir}: Read-only file system. Choose a folder you can write to "
                              "(checkpoint.save_dir)."), lines[-1]
         assert not any("begin training" in line for line in lines)
+
+
+def test_bad_row_under_fairseq_train_ends_with_its_one_line_message(data, tmp_path):
+    """fairseq owns the process, so a traceback comes first; the last line names file, row and field."""
+    rows = (data / "caption_train.tsv").read_text(encoding="utf-8").splitlines()
+    fields = rows[2].split("\t")
+    fields[1] = "@@not base64@@"
+    rows[2] = "\t".join(fields)
+    bad = tmp_path / "bad_train.tsv"
+    bad.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    cmd = train_cmd("caption", data, tmp_path / "ckpt", "--disable-validation", "--num-workers", "1")
+    cmd[len(fairseq_train())] = f"{bad},{data}/caption_valid.tsv"
+    lines = train_and_fail(cmd, tmp_path)
+    assert lines[-1].startswith(f"ofa_cn.data.errors.DataError: {bad}: row 2 (line 3), field 'image': expected "
+                                "base64 of an image file"), lines[-1]
+    assert lines[-1].endswith("(--skip-bad-rows for fairseq-train, task.skip_bad_rows=true in a YAML).")
