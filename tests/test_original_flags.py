@@ -8,6 +8,7 @@ with the OCR task and the generation settings of run_scripts/ocr/evaluate_ocr_ba
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -103,12 +104,29 @@ SCRIPTS = {"caption_stage1": CAPTION_STAGE1, "caption_stage2": CAPTION_STAGE2, "
            "pretrain": PRETRAIN, "ocr": OCR}
 
 
+@contextlib.contextmanager
+def hydra_compat():
+    """fairseq 0.12 composes its config with hydra.experimental.initialize, which hydra refuses once
+    another caller in this process set version_base >= 1.2 (tests/test_configs.py does); a fresh
+    fairseq-train process never has. Compose at hydra's compatibility level, then put it back."""
+    from hydra.version import VersionBase, setbase
+
+    saved = VersionBase.instance().getbase()
+    setbase("1.1")
+    try:
+        yield
+    finally:
+        VersionBase.instance().version_base = saved
+
+
 def parse(argv, tmp_path):
+    """fairseq-train's own parsing (options.get_training_parser, parse_args_and_arch) -> its config."""
     data = f"{tmp_path}/train.tsv,{tmp_path}/valid.tsv"
     parser = options.get_training_parser()
     args = options.parse_args_and_arch(parser, input_args=[data, f"--user-dir={REPO / 'ofa_cn'}",
                                                            f"--save-dir={tmp_path}", *argv])
-    return convert_namespace_to_omegaconf(args)
+    with hydra_compat():
+        return convert_namespace_to_omegaconf(args)
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
