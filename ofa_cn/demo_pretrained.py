@@ -43,7 +43,7 @@ def export_fp16(checkpoint: str | Path, out_dir: str | Path, made_by: dict[str, 
         CheckpointError: the weights file would exceed MAX_SHIPPED_BYTES.
     """
     out_dir = Path(out_dir)
-    export_checkpoint(checkpoint, out_dir, dtype=torch.float16, drop_derived=True)
+    export_checkpoint(checkpoint, out_dir, dtype=torch.float16, drop_derived=True, overwrite=True)
     config_path = out_dir / EXPORT_CONFIG
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["made_by"] = made_by

@@ -17,6 +17,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .data.image import to_rgb
+
 ImageInput = Union[str, Path, Image.Image, np.ndarray, bytes]
 URL_SCHEMES = ("http://", "https://")
 URL_TIMEOUT_S = 30.0  # per download; a server that stalls longer is reported as unreachable
@@ -39,15 +41,6 @@ def describe(source: ImageInput, position: int) -> str:
     kind = {Image.Image: "PIL image", np.ndarray: "array", bytes: "bytes"}
     name = next((v for k, v in kind.items() if isinstance(source, k)), type(source).__name__)
     return f"{name} #{position}"
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB, as the TSV datasets do (``convert("RGB")``).
-
-    The one place where the inference path converts modes: point it at the datasets' own conversion
-    when that learns more modes (16-bit, palette with transparency) than ``convert``.
-    """
-    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def fetch_url(url: str, timeout: float = URL_TIMEOUT_S) -> bytes:
@@ -122,9 +115,9 @@ def read_image(source: ImageInput, name: str, exif: bool = True, timeout: float 
     elif isinstance(source, Image.Image):
         img = source
     elif isinstance(source, np.ndarray):
-        return to_rgb(_array_to_image(source, name))  # arrays carry no EXIF
+        return to_rgb(_array_to_image(source, name), name)  # arrays carry no EXIF
     else:
         raise TypeError(f"{name}: cannot read an image from a {type(source).__name__}; give {ACCEPTED}")
     if exif:
         img = ImageOps.exif_transpose(img)
-    return to_rgb(img)
+    return to_rgb(img, name)  # every PIL mode, as the TSV datasets convert it (data/image.py)

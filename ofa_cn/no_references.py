@@ -50,6 +50,10 @@ class PlaceholderReferences:
         self.tsv = tsv
         self.field = REFERENCE_FIELD[task_name]
         self.path, self.field_names, self.columns = tsv.path, tsv.field_names, tsv.columns
+        self.num_fields, self.other_rows = tsv.num_fields, tsv.other_rows  # rows of another field count
+
+    def check_field_count(self, row: int) -> None:
+        self.tsv.check_field_count(row)
 
     def __len__(self) -> int:
         return len(self.tsv)

@@ -64,7 +64,7 @@ echo "== [5/5] ofa-cn itself (editable) with its dev extras"
 
 "$venv/bin/python" - <<'PY'
 import fairseq, torch
-import ofa_cn
+import ofa_cn.tasks  # registers the plugin with fairseq
 print(f"ok: torch {torch.__version__}, fairseq {fairseq.__version__}")
 PY
 touch "$venv/.installed"

@@ -57,6 +57,7 @@ class NoRows:
     """
 
     path = "(no TSV file: inputs given directly)"
+    other_rows = ()  # rows whose field count differs from the file's (TSVFile): none
 
     def __init__(self, field_names: tuple[str, ...]):
         self.field_names = list(field_names)
