@@ -21,7 +21,7 @@ from .checkpoint import EXPORT_CONFIG, EXPORT_WEIGHTS, CheckpointError, export_c
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "assets" / "demo_pretrained"
 # sha256 of PRETRAINED_DIR/model.safetensors; README.md quotes it (a test keeps the two equal)
-PRETRAINED_SHA256 = "unset"
+PRETRAINED_SHA256 = "16796c20f43b7c63f1da2478073abd8160fac20d02d1cc6a152286590250f7fd"
 MAX_SHIPPED_BYTES = 25 * 1024 * 1024  # what the repository is willing to carry
 
 
