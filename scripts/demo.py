@@ -74,6 +74,7 @@ SMOKE_COUNTS = {"train": 48, "valid": 8, "test": 12}
 SMOKE_OVERRIDES = ["optimization.max_update=4", "dataset.batch_size=4", "checkpoint.save_interval_updates=2",
                    "lr_scheduler.warmup_updates=1", "common.log_interval=1"]
 EXAMPLES = 8  # held-out examples per task on the report page
+PROGRESS_EVERY_S = 30  # how often each run's update, loss and updates per minute are printed
 
 
 def parse_args(argv=None):
@@ -162,11 +163,14 @@ def run_side_by_side(runs: dict[str, tuple[list[str], Path]]) -> dict[str, float
             procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=run,
                                            env={**os.environ, **ONE_THREAD})
     rates: dict[str, float] = {}
+    shown = started
     while procs:
-        time.sleep(1 if any(p.poll() is None for p in procs.values()) else 0)
+        time.sleep(1)
+        show = time.time() - shown >= PROGRESS_EVERY_S
+        shown = time.time() if show else shown
         for name in list(procs):
             done = procs[name].poll() is not None
-            if done or int(time.time() - started) % 30 == 0:
+            if done or show:
                 progress = _last_progress(logs[name])
                 if progress:
                     rates[name] = float(progress["ups"]) * 60
@@ -178,8 +182,6 @@ def run_side_by_side(runs: dict[str, tuple[list[str], Path]]) -> dict[str, float
                         other.terminate()
                     raise SystemExit(f"training {name} failed; see {logs[name]}")
                 (runs[name][1] / "DONE").write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
-        if procs:
-            time.sleep(1)
     return rates
 
 
