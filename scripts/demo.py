@@ -172,8 +172,8 @@ def run_side_by_side(runs: dict[str, tuple[list[str], Path]]) -> dict[str, float
             done = procs[name].poll() is not None
             if done or show:
                 progress = _last_progress(logs[name])
-                if progress:
-                    rates[name] = float(progress["ups"]) * 60
+                if progress:  # updates per minute of the run so far (its start-up included)
+                    rates[name] = float(progress["num_updates"]) / max(float(progress["wall"]), 1e-9) * 60
                     logger.info("%-22s update %5s  loss %6s  %5.0f updates/min", name, progress["num_updates"],
                                 progress["loss"], rates[name])
             if done:
