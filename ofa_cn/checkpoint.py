@@ -189,20 +189,18 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
     Returns:
         (model, task_config dict)
     """
+    cfg, state_dict, task = read_checkpoint(path)
+    return build_loaded(cfg, state_dict, str(path), dtype, device), task
+
+
+def build_loaded(cfg: OFAConfig, state_dict: Mapping[str, torch.Tensor], source: str,
+                 dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """An `OFAModel` of `cfg` with `state_dict` loaded strictly, on `device` in `dtype`, in eval mode."""
     from .model.ofa import OFAModel  # the fairseq-facing class; imported here to keep this module light
 
-    path = Path(path)
-    if path.is_dir():
-        from .modelscope import is_modelscope_folder, load_modelscope
-
-        if is_modelscope_folder(path):
-            return load_modelscope(path, dtype=dtype, device=device)
-        return load_exported(path, dtype=dtype, device=device)
-    state = load_checkpoint_file(path)
-    cfg = model_config(state)
     model = OFAModel.from_config(cfg)
-    load_weights(model, state["model"], str(path))
-    return model.to(device=device, dtype=dtype).eval(), saved_task_config(state)
+    load_weights(model, state_dict, source)
+    return model.to(device=device, dtype=dtype).eval()
 
 
 def export_checkpoint(path: str | Path, out_dir: str | Path, dtype: torch.dtype | None = None,
@@ -321,12 +319,8 @@ def _json_safe(value: Any) -> bool:
 
 def load_exported(folder: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """Read a folder written by `export_checkpoint`. -> (model, task_config dict)"""
-    from .model.ofa import OFAModel
-
     cfg, weights, task = read_exported(folder)
-    model = OFAModel.from_config(cfg)
-    load_weights(model, weights, str(folder))
-    return model.to(device=device, dtype=dtype).eval(), task
+    return build_loaded(cfg, weights, str(folder), dtype, device), task
 
 
 def read_exported(folder: str | Path) -> tuple[OFAConfig, dict[str, torch.Tensor], dict[str, Any]]:

@@ -32,10 +32,9 @@ from typing import Any, Mapping
 
 import torch
 
-from .checkpoint import CheckpointError, load_weights
-from .model.config import MAX_POSITION_BUCKETS, OFAConfig
-from .model.positions import (IMAGE_CODE_PAD_COUNT, decoder_image_position_table, image_bucket_table,
-                              token_bucket_table)
+from .checkpoint import CheckpointError, build_loaded, derived_buffers
+from .model.config import OFAConfig
+from .model.positions import IMAGE_CODE_PAD_COUNT, decoder_image_position_table
 from .tokenizer import (DEFAULT_CODE_DICT_SIZE, DEFAULT_NUM_BINS, SPECIAL_SYMBOLS, _as_dict_symbol, read_vocab)
 
 logger = logging.getLogger(__name__)
@@ -386,21 +385,15 @@ def read_modelscope(folder: str | Path) -> tuple[OFAConfig, dict[str, torch.Tens
 
 def config_buffers(cfg: OFAConfig) -> dict[str, torch.Tensor]:
     """Our model's buffers, as its config builds them (the same functions the modules call)."""
-    tables = {"token_rp_bucket": token_bucket_table(cfg.token_bucket_size, MAX_POSITION_BUCKETS),
-              "image_rp_bucket": image_bucket_table(cfg.image_bucket_size), "version": torch.tensor([3.0])}
-    out = {f"{side}.{name}": t for side in ("encoder", "decoder") for name, t in tables.items()}
+    out = {**derived_buffers(cfg), **{f"{side}.version": torch.tensor([3.0]) for side in ("encoder", "decoder")}}
     out[IMAGE_POSITION_IDX] = decoder_image_position_table(cfg.code_image_size, cfg.image_bucket_size)
     return out
 
 
 def load_modelscope(folder: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """A ModelScope OFA folder as an `OFAModel`, strictly, in eval mode. -> (model, task config)"""
-    from .model.ofa import OFAModel
-
     cfg, state_dict, task = read_modelscope(folder)
-    model = OFAModel.from_config(cfg)
-    load_weights(model, state_dict, str(folder))
-    return model.to(device=device, dtype=dtype).eval(), task
+    return build_loaded(cfg, state_dict, str(folder), dtype, device), task
 
 
 def export_modelscope(cfg: OFAConfig, state_dict: Mapping[str, torch.Tensor], task: Mapping[str, Any],

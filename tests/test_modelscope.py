@@ -264,7 +264,8 @@ def test_export_refuses_what_modelscope_cannot_build(tmp_path):
 def _ours_generate(model, task_name, src, images, masks, **gen):
     from ofa_cn.evaluate import setup_task
 
-    task = setup_task({"_name": task_name, "patch_image_size": 64}, task_name)
+    # max_image_size as ModelScope's default (a config without it now falls back to patch_image_size)
+    task = setup_task({"_name": task_name, "patch_image_size": 64, "max_image_size": 512}, task_name)
     generator = task.build_generator([model], gen)
     sample = {"net_input": {"src_tokens": src, "src_lengths": src.ne(1).sum(1), "patch_images": images,
                             "patch_masks": masks}}
@@ -303,7 +304,9 @@ def test_beam_search_tokens_and_boxes_equal(ms, tmp_path):
     ratio = 64 / 100  # a 100 x 100 image resized to 64
     ours_boxes = [task.tokens_to_box(t, ratio, ratio) for t in mine]
     # ModelScope's decoding of box tokens: (id - bin start) / (bins - 1) * max_image_size / resize ratio
-    their_boxes = [((t[:-1] - BIN_START) / 999 * 512 / ratio).tolist() for t in other]
+    # ... and ours clips to the image (issue 17), which ModelScope's does not: compare within the image
+    their_boxes = [((t[:-1] - BIN_START) / 999 * 512).clamp(0, 64) / ratio for t in other]
+    their_boxes = [b.tolist() for b in their_boxes]
     torch.testing.assert_close(torch.tensor(ours_boxes), torch.tensor(their_boxes), atol=1e-3, rtol=0)
 
 
