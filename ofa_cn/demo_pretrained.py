@@ -10,6 +10,7 @@ quoted in the README) and finetunes them through `fairseq-hydra-train`, which re
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .checkpoint import EXPORT_CONFIG, EXPORT_WEIGHTS, CheckpointError, export_checkpoint, load_exported
+from .checkpoint import EXPORT_CONFIG, EXPORT_WEIGHTS, CheckpointError, export_checkpoint, read_exported
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "assets" / "demo_pretrained"
 # sha256 of PRETRAINED_DIR/model.safetensors; README.md quotes it (a test keeps the two equal)
@@ -79,12 +80,12 @@ def write_finetune_start(folder: str | Path, out: str | Path) -> Path:
     the weights and the saved config matter; the optimizer history and the data iterator hold
     the entries of an update-0 checkpoint because fairseq's loader reads them.
     """
-    model, task = load_exported(folder)
-    config = json.loads((Path(folder) / EXPORT_CONFIG).read_text(encoding="utf-8"))
+    cfg, weights, task = read_exported(folder)
+    fp32: dict[int, torch.Tensor] = {}  # one copy per stored tensor: the tied aliases keep sharing it
     state = {
-        "cfg": {"model": {**config["model"], "_name": "ofa"}, "task": task},
+        "cfg": {"model": {**dataclasses.asdict(cfg), "_name": "ofa"}, "task": task},
+        "model": {k: fp32.setdefault(id(v), v.float()) if v.is_floating_point() else v for k, v in weights.items()},
         "args": None,
-        "model": model.state_dict(),
         "optimizer_history": [{"criterion_name": None, "optimizer_name": None, "lr_scheduler_state": {},
                                "num_updates": 0}],
         "extra_state": {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "version": 2}},

@@ -71,8 +71,9 @@ RELIANCE_HEADING = (f"Target loss (nats per token, first {RELIANCE_ROWS} test ro
 UPDATES_PER_MINUTE = 80
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 SMOKE_COUNTS = {"train": 48, "valid": 8, "test": 12}
-SMOKE_OVERRIDES = ["optimization.max_update=4", "dataset.batch_size=4", "checkpoint.save_interval_updates=2",
-                   "lr_scheduler.warmup_updates=1", "common.log_interval=1"]
+SMOKE_UPDATES = 4  # optimization.max_update of every --smoke run
+SMOKE_OVERRIDES = ["dataset.batch_size=4", "checkpoint.save_interval_updates=2", "lr_scheduler.warmup_updates=1",
+                   "common.log_interval=1"]
 EXAMPLES = 8  # held-out examples per task on the report page
 PROGRESS_EVERY_S = 30  # how often each run's update, loss and updates per minute are printed
 
@@ -205,6 +206,11 @@ def untrained_checkpoint(trained: Path) -> Path:
 # ---------------------------------------------------------------------------------- evaluation
 
 
+def eval_dir(out: Path, model: str) -> Path:
+    """Where a model's evaluations go: OUT/eval/<model name as a folder name>."""
+    return out / "eval" / model.replace(" ", "_").replace("+", "and")
+
+
 def _one_thread():
     import torch
 
@@ -237,7 +243,7 @@ def evaluate_models(out: Path, data: Path, checkpoints: dict[str, Path]) -> tupl
     jobs = []
     for model, checkpoint in checkpoints.items():
         for task in TASKS:
-            target = out / "eval" / model.replace(" ", "_").replace("+", "and") / task
+            target = eval_dir(out, model) / task
             done = target / "metrics.json"
             if done.exists() and done.stat().st_mtime > Path(checkpoint).stat().st_mtime:
                 metrics[model][task] = json.loads(done.read_text(encoding="utf-8"))
@@ -263,7 +269,7 @@ def _examples(out: Path, data: Path, model: str) -> dict[str, list[dict]]:
     from ofa_cn.data.image import decode_image
     from ofa_cn.metrics.grounding import box_iou
 
-    folder = out / "eval" / model.replace(" ", "_").replace("+", "and")
+    folder = eval_dir(out, model)
 
     def predictions(task, key):
         return {json.loads(line)[key]: json.loads(line) for line in open(folder / task / "predictions.jsonl",
@@ -333,7 +339,7 @@ def pretrain(args, out: Path) -> int:
     run = out / "pretrain" / "run"
     updates = OmegaConf.load(REPO / "configs/demo/pretrain.yaml")["optimization"]["max_update"]
     if args.smoke:
-        updates = 4
+        updates = SMOKE_UPDATES
     if args.retrain and run.exists():
         for f in run.glob("checkpoint*.pt"):
             f.unlink()
@@ -360,18 +366,14 @@ def demo(args, out: Path) -> int:
 
     started = time.time()
     data = make_data(out / "data", DEMO_SEED, SMOKE_COUNTS if args.smoke else None)
-    if args.pretrained:
-        pretrained = Path(args.pretrained)
-        made_by = json.loads((pretrained / "config.json").read_text(encoding="utf-8")).get("made_by", {})
-    else:
-        pretrained = verify(PRETRAINED_DIR)
-        made_by = json.loads((pretrained / "config.json").read_text(encoding="utf-8"))["made_by"]
+    pretrained = Path(args.pretrained) if args.pretrained else verify(PRETRAINED_DIR)
+    made_by = json.loads((pretrained / "config.json").read_text(encoding="utf-8")).get("made_by", {})
     if made_by.get("data_seed") == DEMO_SEED:
         raise SystemExit(f"{pretrained} was pretrained on data of seed {DEMO_SEED}, the demo's own: "
                          "its held-out split would not be held out")
     start = write_finetune_start(pretrained, out / "runs" / "pretrained_start.pt")
 
-    updates = 4 if args.smoke else finetune_updates(args.minutes)
+    updates = SMOKE_UPDATES if args.smoke else finetune_updates(args.minutes)
     runs = {"from scratch": out / "runs" / "from_scratch", "pretrained + finetuned": out / "runs" / "finetuned"}
     commands = {name: (training_command("demo", run, data, args.minutes, updates, args.smoke,
                                         start=start if name != "from scratch" else None), run)
