@@ -31,3 +31,31 @@ def test_unsupported_infilling_settings_are_named(tmp_path):
         task.load_dataset("train")
     task.load_dataset("valid")  # no infilling at validation
     assert len(task.datasets["valid"]) == 3
+
+
+def test_training_batches_mix_the_tasks():
+    """fairseq cuts batches from ordered_indices in order: the mixture's order interleaves its parts,
+    reproducibly for a seed and differently per epoch."""
+    from fairseq.data import data_utils
+
+    from ofa_cn.tasks.pretrain import MixtureDataset
+
+    class Part:
+        def __init__(self, n):
+            self.n = n
+
+        def __len__(self):
+            return self.n
+
+    mixture = MixtureDataset([Part(60), Part(40), Part(20)])
+
+    def order(seed):
+        with data_utils.numpy_seed(seed):
+            return mixture.ordered_indices()
+
+    first = order(2)
+    assert sorted(first.tolist()) == list(range(120))
+    parts = [int(mixture._locate(int(i))[0].n) for i in first]
+    batches = [set(parts[k:k + 16]) for k in range(0, 112, 16)]
+    assert sum(len(b) > 1 for b in batches) == len(batches)  # every batch of 16 holds two tasks or three
+    assert (order(2) == first).all() and not (order(3) == first).all()
