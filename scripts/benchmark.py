@@ -37,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,9 +50,8 @@ import ofa_cn.optim  # noqa: E402,F401  (registers fused_adam)
 from ofa_cn.criterion import label_smoothed_nll_loss  # noqa: E402
 from ofa_cn.generate import build_generator, generate  # noqa: E402
 from ofa_cn.malloc import keep_freed_memory  # noqa: E402
-from ofa_cn.model.attention import Linear, MultiheadAttention, attention_backend  # noqa: E402
 from ofa_cn.model.config import PATCH_STRIDE, RESNET_OUT_CHANNELS, config_for_arch  # noqa: E402
-from ofa_cn.model.embedding import TokenEmbedding  # noqa: E402
+from ofa_cn.model.fast_paths import ONEDNN_LINEAR_MODES, REFERENCE, FastPaths, fast_paths, set_fast_paths  # noqa: E402
 from ofa_cn.model.ofa import OFAModel  # noqa: E402
 from ofa_cn.tokenizer import BOS, EOS, build_dictionary  # noqa: E402
 
@@ -177,6 +176,8 @@ def generate_captions(model: OFAModel, generator, sample: dict[str, Any], dtype:
 
 
 # The default path's speed-ups, in the order they were added, with the workloads each changes.
+# Every name but fused_adam and keep_freed_memory (run_spec's choice) is a field of
+# `ofa_cn.model.fast_paths.FastPaths`, switched through `fast_paths`.
 SPEEDUPS = {
     "sdpa": ("train", "forward", "generate"),  # fused scaled_dot_product_attention
     "channels_last": ("train", "forward", "generate"),  # NHWC convolutions in the image stem
@@ -190,38 +191,25 @@ SPEEDUPS = {
     "fused_resnet": ("forward", "generate"),  # image stem: BatchNorm folded into oneDNN convs (CPU, fp32)
     "folded_cross_attention": ("train", "forward"),  # full-pass cross-attention without K/V projections (CPU)
 }
+RUN_SPEC_SPEEDUPS = ("fused_adam", "keep_freed_memory")
+assert set(SPEEDUPS) == set(FastPaths.names()) | set(RUN_SPEC_SPEEDUPS), \
+    "every model fast path (ofa_cn/model/fast_paths.py) needs an entry in SPEEDUPS, and no other name"
 
 
-@contextlib.contextmanager
-def speedups_off(model: OFAModel, names=tuple(SPEEDUPS)) -> Iterator[None]:
+def speedups_off(names=tuple(SPEEDUPS)) -> contextlib.AbstractContextManager:
     """Switch the named speed-ups off (fused_adam and keep_freed_memory are run_spec's choice)."""
-    switches = {"channels_last": (model.encoder.embed_images, "channels_last", False),
-                "cross_memory": (model.decoder, "reuse_cross_kv", False),
-                "incremental_self_bias": (model.decoder, "incremental_self_bias", False),
-                "transposed_linear": (Linear, "transposed_rows", (0, -1)),
-                "onednn_linear": (Linear, "onednn", "off"),
-                "sparse_embedding_grad": (TokenEmbedding, "sparse_grad", False),
-                "fused_resnet": (model.encoder.embed_images, "fused_inference", False),
-                "folded_cross_attention": (MultiheadAttention, "fold_cross_projections", False)}
-    with contextlib.ExitStack() as stack:
-        for name in names:
-            if name not in SPEEDUPS:
-                raise ValueError(f"unknown speed-up {name!r}; known: {sorted(SPEEDUPS)}")
-            if name == "sdpa":
-                stack.enter_context(attention_backend("eager"))
-            elif name in switches:
-                owner, attr, off = switches[name]
-                stack.callback(setattr, owner, attr, getattr(owner, attr))
-                setattr(owner, attr, off)
-        yield
+    unknown = sorted(set(names) - set(SPEEDUPS))
+    if unknown:
+        raise ValueError(f"unknown speed-ups {unknown}; known: {sorted(SPEEDUPS)}")
+    return fast_paths(**{name: getattr(REFERENCE, name) for name in names if name not in RUN_SPEC_SPEEDUPS})
 
 
-def reference_path(model: OFAModel):
-    """The model without any speed-up: eager softmax(q k^T s + bias) v attention, NCHW
-    convolutions, cross K/V projected (not folded into the queries) and recomputed every decoding step, the self position bias of the whole
-    prefix every step, x W^T through the default BLAS for every linear (and, in run_spec, torch's
-    unfused Adam and glibc's default malloc)."""
-    return speedups_off(model)
+def reference_path():
+    """The model without any speed-up (`fast_paths.REFERENCE`): eager softmax(q k^T s + bias) v
+    attention, NCHW convolutions, cross K/V projected (not folded into the queries) and recomputed
+    every decoding step, the self position bias of the whole prefix every step, x W^T through the
+    default BLAS for every linear (and, in run_spec, torch's unfused Adam and glibc's default malloc)."""
+    return speedups_off()
 
 
 # --- analytic FLOPs (for MFU) ---
@@ -296,7 +284,7 @@ class Spec:
     threads: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # OFAConfig fields (tests: tiny sizes)
     off: list[str] | None = None  # speed-ups switched off (None: none on "default", all on "reference")
-    onednn: str = Linear.onednn  # Linear's CPU inference path on the default path: plain, packed or off
+    onednn: str = FastPaths().onednn_linear  # Linear's CPU inference path on the default path: plain, packed or off
 
 
 def _sync(device: str) -> None:
@@ -327,7 +315,7 @@ def run_spec(spec: Spec) -> dict[str, Any]:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     load_before = os.getloadavg()[0]
-    Linear.onednn = spec.onednn
+    set_fast_paths(onednn_linear=spec.onednn)
     off = spec.off if spec.off is not None else list(SPEEDUPS) if spec.path == "reference" else []
     if "keep_freed_memory" not in off:  # as the tasks do; process-wide, so paths need --isolate (CPU default)
         keep_freed_memory()
@@ -348,7 +336,7 @@ def run_spec(spec: Spec) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown workload {spec.workload!r}; expected train, forward or generate")
 
-    with speedups_off(model, off):
+    with speedups_off(off):
         first = step()  # the first call's result: what both paths must agree on
         for _ in range(spec.warmup - 1):
             step()
@@ -518,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help=f"the {QUICK_ARCH} sizes (D 128, 2+2 layers, resnet50)")
     parser.add_argument("--paths", default="default,reference", help="which of default,reference to run")
-    parser.add_argument("--onednn", choices=("plain", "packed", "off"), default=Linear.onednn,
+    parser.add_argument("--onednn", choices=ONEDNN_LINEAR_MODES, default=FastPaths().onednn_linear,
                         help="Linear's CPU inference path on the default path (packed: faster, +1 copy of the weights)")
     parser.add_argument("--ablation", action="store_true",
                         help="instead of the two paths: from the reference, add the speed-ups one at a time")

@@ -1,7 +1,8 @@
 """OFAConfig: the architecture of an OFA-CN model. Defaults = the released `ofa_cn_base`.
 
 Sizes live here and in the named presets below; the saved `cfg['model']` Namespace of a released
-checkpoint is turned into an `OFAConfig` once, by `OFAConfig.from_namespace` (checkpoint.py).
+checkpoint is turned into an `OFAConfig` once, by `checkpoint.model_config` (through
+`OFAConfig.from_mapping`).
 """
 
 from __future__ import annotations

@@ -19,16 +19,17 @@ normalised by `image_pos_ln`, the `image_rel_l` tables over image buckets, and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Linear
 from .config import MAX_POSITION_BUCKETS, POSITION_TABLE_EXTRA, linear_rates, OFAConfig
 from .encoder import EncoderOutput, split_heads
+from .fast_paths import get_fast_paths
 from .layers import DecoderLayer
+from .linear import Linear
 from .positions import decoder_image_position_table, image_bucket_table, num_image_buckets, token_bucket_table
 
 CACHE_KEY = "ofa_decoder_cache"
@@ -60,12 +61,14 @@ class CrossMemory:
         if self.pad is not None:
             self.pad = self.pad.index_select(0, keep)
 
-    def group_size(self, allow_groups: bool = True) -> int:
-        """g such that decoder rows [u*g, (u+1)*g) all read kv row u; 1 = row r reads row r.
+    def regroup(self, allow_groups: bool = True) -> int:
+        """Rearrange kv, pos_k and pad (in place) so that the layers can read them without `rows`.
 
-        Beam search keeps that layout (beams stay within their sentence; finished sentences are
-        dropped, and then so are their rows here). Any other order of rows, or groups when
-        `allow_groups` is False, falls back to one copy of the keys/values per decoder row.
+        After the call, decoder rows [u*g, (u+1)*g) all read kv row u, and g is returned (1 = row
+        r reads row r). Beam search keeps that grouped layout (beams stay within their sentence;
+        finished sentences are dropped, and then so are their rows here). Any other order of rows,
+        or groups when `allow_groups` is False, copies the keys/values out to one row per decoder
+        row, after which the memory stays ungrouped.
         """
         if self.rows is None:
             return 1
@@ -82,6 +85,24 @@ class CrossMemory:
             self._keep(torch.tensor(distinct, device=self.rows.device))
         self.rows = None if g == 1 else torch.arange(len(distinct), device=self.rows.device).repeat_interleave(g)
         return g
+
+
+class CrossInputs(NamedTuple):
+    """What the decoder layers and the cross position bias read from the encoder in one call."""
+
+    per_layer: list  # per layer: (keys, values) from a CrossMemory, or the encoder output [B, S, D]
+    pos_k: torch.Tensor  # [U|B|1, H, S, d] the encoder positions' keys of the cross position bias
+    pad: torch.Tensor | None  # [U|B, S] bool, True = padding; None when no row has any
+    group: int  # decoder rows per row of `per_layer` (see `CrossMemory.regroup`)
+
+
+class CodeRows(NamedTuple):
+    """The image-code rows' (code_masks) replacements for the text rows' positions; full passes only."""
+
+    rows: torch.Tensor  # [B] bool, True = the row's target is image codes
+    pos: torch.Tensor  # [1, T, D] raw image-code positions
+    self_bias: torch.Tensor  # [1, H, T, T] q_p k_p^T of the image-code positions
+    bucket: torch.Tensor  # [T, T] image relative-position buckets
 
 
 class Decoder(nn.Module):
@@ -124,17 +145,14 @@ class Decoder(nn.Module):
         self.layer_norm = nn.LayerNorm(D)  # after the last layer
         self.output_projection = Linear(D, embed_tokens.num_embeddings, bias=False)
         self.output_projection.weight = embed_tokens.weight  # tied
-        # On CPU the biggest product of a decoding step; a packed copy (93 MB for V x 768) makes it
-        # ~2x faster. The other layers stay unpacked: their copies would outweigh the gain in memory.
+        # On CPU the biggest product of a decoding step; a oneDNN-packed copy (V x D floats) spares
+        # it the weight reorder every step. The other layers stay unpacked: their copies would
+        # outweigh the gain in memory.
         self.output_projection.pack_weight = True
         self.token_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(2 * cfg.token_bucket_size - 1, H) for _ in range(cfg.decoder_layers))
         self.image_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(num_image_buckets(cfg.image_bucket_size), H) for _ in range(cfg.decoder_layers))
-        # Speed-ups of step-by-step decoding, on by default; scripts/benchmark.py switches them
-        # off for its reference path. Results are the same either way (up to float rounding).
-        self.reuse_cross_kv = True  # CrossMemory: once per distinct encoder row, kept across steps
-        self.incremental_self_bias = True  # position bias of the new position only; keys cached
 
     def max_positions(self) -> int:
         return self.cfg.max_target_positions
@@ -142,20 +160,41 @@ class Decoder(nn.Module):
     def _cross_kv(self, encoder_out: EncoderOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [layer.encoder_attn.project_kv(encoder_out.out) for layer in self.layers]
 
+    def _encoder_positions(self, encoder_out: EncoderOutput) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """-> the encoder positions' keys of the cross bias [B|1, H, S, d], and padding [B, S] or None."""
+        pad = encoder_out.padding_mask if encoder_out.padding_mask.any() else None
+        pos_k = split_heads(self.cross_pos_k_linear(encoder_out.position_embeddings), self.num_heads)
+        return pos_k, pad
+
     def _cross_memory(self, encoder_out: EncoderOutput) -> CrossMemory:
         """Cross keys/values of each distinct row of the encoder output (its `source` if repeated)."""
         source, rows = encoder_out, None
         if encoder_out.source is not None:
             source, rows = encoder_out.source, encoder_out.source_rows
-        pad = source.padding_mask if source.padding_mask.any() else None
-        pos_k = split_heads(self.cross_pos_k_linear(source.position_embeddings), self.num_heads)
+        pos_k, pad = self._encoder_positions(source)
         return CrossMemory(self._cross_kv(source), pos_k, pad, rows)
+
+    def _cross_inputs(self, encoder_out: EncoderOutput, cache: dict[str, Any] | None, new: int) -> CrossInputs:
+        """The cross-attention inputs of this call for `new` new positions.
+
+        Step by step (with the `cross_memory` fast path): the cache's CrossMemory, made at the
+        first step. Otherwise the encoder output itself, which each layer projects (or folds).
+        """
+        if cache is not None and get_fast_paths().cross_memory:
+            if "cross" not in cache:
+                cache["cross"] = self._cross_memory(encoder_out)
+            memory: CrossMemory = cache["cross"]
+            group = memory.regroup(allow_groups=new == 1)
+            return CrossInputs(memory.kv, memory.pos_k, memory.pad, group)
+        pos_k, pad = self._encoder_positions(encoder_out)
+        return CrossInputs([encoder_out.out] * len(self.layers), pos_k, pad, 1)
 
     def _self_position_bias(self, q_pos: torch.Tensor, T: int, cache: dict[str, Any] | None) -> torch.Tensor:
         """q_pos [1, T', D] normalised positions start..T-1 -> [1, H, T', T] (q_p k_p^T)."""
         H, start = self.num_heads, T - q_pos.size(1)
         k_new = self.self_pos_k_linear(q_pos)  # [1, T', D]
-        cached = cache.get("self_pos_k") if cache is not None and self.incremental_self_bias else None
+        keep = cache is not None and get_fast_paths().incremental_self_bias  # cache the prefix's keys
+        cached = cache.get("self_pos_k") if keep else None
         if start == 0:
             k = split_heads(k_new, H)
         elif cached is not None and cached.size(2) == start:
@@ -163,7 +202,7 @@ class Decoder(nn.Module):
         else:  # recompute the keys of the whole prefix
             all_pos = self.pos_ln(self.embed_positions(torch.arange(T, device=q_pos.device)))[None]
             k = split_heads(self.self_pos_k_linear(all_pos), H)
-        if cache is not None and self.incremental_self_bias:
+        if keep:
             cache["self_pos_k"] = k
         q = split_heads(self.self_pos_q_linear(q_pos), H) * self.pos_scaling
         return torch.matmul(q, k.transpose(-1, -2))
@@ -234,59 +273,22 @@ class Decoder(nn.Module):
         new_pos = self.embed_positions(torch.arange(start, T, device=device))[None]  # [1, T', D] raw positions
         q_pos = self.pos_ln(new_pos)  # [1, T', D]
         self_bias = self._self_position_bias(q_pos, T, cache)  # [1, H, T', T]
-        cross_group = 1
-        if cache is not None and self.reuse_cross_kv:
-            if "cross" not in cache:
-                cache["cross"] = self._cross_memory(encoder_out)
-            memory: CrossMemory = cache["cross"]
-            cross_group = memory.group_size(allow_groups=new_tokens.size(1) == 1)
-            cross = memory.kv  # per layer: keys, values
-            cross_bias = self._cross_position_bias(q_pos, memory.pos_k, memory.pad)  # [U|1, H, T', S]
-        else:
-            cross = [encoder_out.out] * len(self.layers)  # each layer projects (or folds) it itself
-            pos_k = split_heads(self.cross_pos_k_linear(encoder_out.position_embeddings), self.num_heads)
-            pad = encoder_out.padding_mask if encoder_out.padding_mask.any() else None
-            cross_bias = self._cross_position_bias(q_pos, pos_k, pad)  # [B|1, H, T', S]
+        cross = self._cross_inputs(encoder_out, cache, new_tokens.size(1))
+        cross_bias = self._cross_position_bias(q_pos, cross.pos_k, cross.pad)  # [U|B|1, H, T', S]
+        code = None
         if codes is not None:  # full pass only (checked above): start = 0, T' = T
-            code_rows = codes[:, None, None, None]  # [B, 1, 1, 1]
-            image_idx = self.image_position_idx[:T]  # [T]
-            code_pos = self.embed_image_positions(image_idx)[None]  # [1, T, D] raw image positions
-            code_q_pos = self.image_pos_ln(code_pos)
-            code_self_bias = self._self_position_bias(code_q_pos, T, None)  # [1, H, T, T]
-            code_cross_bias = self._cross_position_bias(code_q_pos, pos_k, pad)  # [B|1, H, T, S]
-            cross_bias = torch.where(code_rows, code_cross_bias, cross_bias)  # [B, H, T, S]
-            image_bucket = self.image_rp_bucket[image_idx][:, image_idx]  # [T, T]
-        self_mask = None
-        if T - start > 1:  # a single new position sees every earlier one
-            self_mask = torch.ones(T - start, T, dtype=torch.bool, device=device).triu(start + 1)[None, None]
-        tgt_pad = prev_output_tokens.eq(self.pad)
-        if tgt_pad.any():
-            pad_mask = tgt_pad[:, None, None, :]  # [B, 1, 1, T]
-            self_mask = pad_mask if self_mask is None else self_mask | pad_mask  # [B|1, 1, T', T]
+            code, code_cross_bias = self._code_positions(codes, T, cross.pos_k, cross.pad)
+            cross_bias = torch.where(codes[:, None, None, None], code_cross_bias, cross_bias)  # [B, H, T, S]
+        self_mask = self._self_mask(prev_output_tokens, start)  # [B|1, 1, T', T] or None
         bucket = self.token_rp_bucket[start:T, :T]  # [T', T]
 
-        x = self.embed_tokens(new_tokens)  # [B, T', D]
-        if not self.cfg.disable_entangle:
-            # the original decoder adds raw positions unless --disable-entangle (every release sets it)
-            x = x + (new_pos if codes is None else torch.where(codes[:, None, None], code_pos, new_pos))
-        if codes is None:
-            x = self.layernorm_embedding(x)
-        else:
-            x = torch.where(codes[:, None, None], self.code_layernorm_embedding(x), self.layernorm_embedding(x))
-        x = F.dropout(x, self.cfg.dropout, self.training)
-
+        x = self._embed(new_tokens, new_pos, code)  # [B, T', D]
         self_kv = cache.get("self_kv") if cache is not None else None
         new_self_kv = []
         inner_states = [x]
         for i, layer in enumerate(self.layers):
-            rel = self.token_rel_pos_table_list[i](bucket).permute(2, 0, 1)[None]  # [1, H, T', T]
-            bias = self_bias + rel
-            if codes is not None:
-                code_rel = self.image_rel_pos_table_list[i](image_bucket).permute(2, 0, 1)[None]  # [1, H, T, T]
-                bias = torch.where(code_rows, code_self_bias + code_rel, bias)  # [B, H, T, T]
-            if self_mask is not None:
-                bias = bias.masked_fill(self_mask, float("-inf"))
-            x, kv = layer(x, self_kv[i] if self_kv else None, bias, cross[i], cross_bias, cross_group)
+            bias = self._layer_self_bias(i, self_bias, bucket, code, self_mask)  # [B|1, H, T', T]
+            x, kv = layer(x, self_kv[i] if self_kv else None, bias, cross.per_layer[i], cross_bias, cross.group)
             new_self_kv.append(kv)
             inner_states.append(x)
         if cache is not None:
@@ -295,6 +297,58 @@ class Decoder(nn.Module):
         if not features_only:
             x = self.output_projection(x, weight=output_weight)
         return x, {"attn": [None], "inner_states": inner_states}  # embeddings + every layer, before the final norm
+
+    def _code_positions(self, codes: torch.Tensor, T: int, pos_k: torch.Tensor,
+                        pad: torch.Tensor | None) -> tuple[CodeRows, torch.Tensor]:
+        """Positions of image-code rows (a full pass of T positions). -> CodeRows and their cross
+        position bias [B|1, H, T, S] (pos_k, pad: the encoder side, as for the text rows)."""
+        image_idx = self.image_position_idx[:T]  # [T]
+        code_pos = self.embed_image_positions(image_idx)[None]  # [1, T, D] raw image positions
+        code_q_pos = self.image_pos_ln(code_pos)
+        code_self_bias = self._self_position_bias(code_q_pos, T, None)  # [1, H, T, T]
+        code_cross_bias = self._cross_position_bias(code_q_pos, pos_k, pad)  # [B|1, H, T, S]
+        image_bucket = self.image_rp_bucket[image_idx][:, image_idx]  # [T, T]
+        return CodeRows(codes, code_pos, code_self_bias, image_bucket), code_cross_bias
+
+    def _self_mask(self, prev_output_tokens: torch.Tensor, start: int) -> torch.Tensor | None:
+        """True where position start + i must not see key j: later positions and padding.
+        -> [B|1, 1, T', T] bool, or None when nothing is masked."""
+        T = prev_output_tokens.size(1)
+        self_mask = None
+        if T - start > 1:  # a single new position sees every earlier one
+            self_mask = torch.ones(T - start, T, dtype=torch.bool,
+                                   device=prev_output_tokens.device).triu(start + 1)[None, None]
+        tgt_pad = prev_output_tokens.eq(self.pad)
+        if tgt_pad.any():
+            pad_mask = tgt_pad[:, None, None, :]  # [B, 1, 1, T]
+            self_mask = pad_mask if self_mask is None else self_mask | pad_mask  # [B|1, 1, T', T]
+        return self_mask
+
+    def _embed(self, new_tokens: torch.Tensor, new_pos: torch.Tensor, code: CodeRows | None) -> torch.Tensor:
+        """new_tokens [B, T'], raw positions new_pos [1, T', D] -> the first layer's input [B, T', D]."""
+        x = self.embed_tokens(new_tokens)  # [B, T', D]
+        rows = None if code is None else code.rows[:, None, None]  # [B, 1, 1]
+        if not self.cfg.disable_entangle:
+            # the original decoder adds raw positions unless --disable-entangle (every release sets it)
+            x = x + (new_pos if code is None else torch.where(rows, code.pos, new_pos))
+        if code is None:
+            x = self.layernorm_embedding(x)
+        else:
+            x = torch.where(rows, self.code_layernorm_embedding(x), self.layernorm_embedding(x))
+        return F.dropout(x, self.cfg.dropout, self.training)
+
+    def _layer_self_bias(self, i: int, self_bias: torch.Tensor, bucket: torch.Tensor, code: CodeRows | None,
+                         self_mask: torch.Tensor | None) -> torch.Tensor:
+        """Layer i's self-attention bias: the shared position term plus the layer's relative term
+        (image variants on image-code rows), -inf where masked. -> [B|1, H, T', T]"""
+        rel = self.token_rel_pos_table_list[i](bucket).permute(2, 0, 1)[None]  # [1, H, T', T]
+        bias = self_bias + rel
+        if code is not None:
+            code_rel = self.image_rel_pos_table_list[i](code.bucket).permute(2, 0, 1)[None]  # [1, H, T, T]
+            bias = torch.where(code.rows[:, None, None, None], code.self_bias + code_rel, bias)  # [B, H, T, T]
+        if self_mask is not None:
+            bias = bias.masked_fill(self_mask, float("-inf"))
+        return bias
 
     @staticmethod
     def reorder_cache(cache: dict[str, Any], new_order: torch.Tensor) -> None:

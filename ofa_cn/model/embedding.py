@@ -3,18 +3,20 @@
 The token embedding E [V, D] is used three times: encoder lookup, decoder lookup and the tied
 output projection. Autograd gives each lookup a dense [V, D] gradient (a zero-filled V x D buffer
 plus the rows used) and adds the three. With sparse lookup gradients, the rows are added into the
-output projection's dense gradient directly: for base on a 2-core CPU that saves two 93 MB fills
-and adds, ~5 % of a training step. The parameter's final gradient is always dense: a hook
+output projection's dense gradient directly, which saves two V x D fills and additions per
+training step. The parameter's final gradient is always dense: a hook
 densifies it in the rare case no dense gradient reached it (e.g. a features-only pass), since
 optimizers, gradient clipping and DDP expect dense gradients.
 
 Autograd adds a sparse gradient into a dense one in place only when the sparse one arrives first;
 the projection's gradient comes first (its backward runs first), so each lookup's rows cost a
-93 MB copy of it. `projection_weight` reverses the order: the projection takes the weight through
+V x D copy of it. `projection_weight` reverses the order: the projection takes the weight through
 an identity node made before the lookups, and autograd, which runs the most recently made ready
 node first, runs that node last. Then the dense gradient meets the lookups' rows last and takes
-them in place (base, 2-core CPU: 2 x 22-130 ms less per training step). Only the order of the
-additions changes, not what is added.
+them in place, with no V x D copies. Only the order of the additions changes, not what is added.
+
+Both are the `sparse_embedding_grad` fast path (`fast_paths.py`); with it off, the lookups are
+nn.Embedding's.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .fast_paths import get_fast_paths
 
 
 def _densify(param: torch.Tensor) -> None:
@@ -44,11 +48,9 @@ class _GradLast(torch.autograd.Function):
 class TokenEmbedding(nn.Embedding):
     """nn.Embedding (same parameter, same results) whose lookups have a sparse gradient on CPU."""
 
-    sparse_grad = True  # scripts/benchmark.py switches it off for its reference path
-
     def _sparse_lookups(self) -> bool:
         weight = self.weight
-        return (self.sparse_grad and torch.is_grad_enabled() and weight.requires_grad
+        return (get_fast_paths().sparse_embedding_grad and torch.is_grad_enabled() and weight.requires_grad
                 and weight.device.type == "cpu")
 
     def projection_weight(self) -> torch.Tensor | None:

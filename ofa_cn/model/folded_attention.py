@@ -12,9 +12,10 @@ linear, so
 
 and attention can run in the input width Dk instead: each query is mapped into the keys' input
 space (W_k[h]^T q, T H d Dk), scored against y itself and averages y itself (2 T H S Dk), and
-only that average goes through W_v[h] (T H d Dk). `ofa_cn_base` at 256 px (T 20, S 268, D = Dk
-768, H 12) needs 0.38 of the multiply-adds: per decoder layer, batch 4, 2-core CPU, fp32,
-16 → 10 ms forward and 50 → 26 ms forward + backward; at 480 px (S 912) 52 → 19 and 153 → 63 ms.
+only that average goes through W_v[h] (T H d Dk). With T much smaller than S, as in a
+teacher-forced pass over an image, that is a fraction of the plain order's multiply-adds
+(`folding_saves_work` decides per call): `ofa_cn_base` at 256 px (T 20, S 268, D = Dk 768,
+H 12) needs 0.38 of them, and the share falls as the image grows.
 
 The result is the same attention up to float rounding (sums in another order; max |difference|
 ~1e-7 on outputs of size ~0.2). `q . b_k[h]` is the same for every key, so it does not change

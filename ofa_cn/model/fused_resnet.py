@@ -9,20 +9,12 @@ ReLU or the add. Results equal the plain path's up to float rounding (relative L
 ~2e-6 on ResNet101).
 
 The folded weights are plain channels-last tensors, all in one anonymous memory mapping of
-their own. Measured on ResNet101 at 256 px, 2 cores (stem alone; peak RSS of `scripts/benchmark.py`):
-
-    folded weights                   stem b1   stem b4   generate b1 RSS     forward b4 RSS
-    none (the modules' forward)      0.123 s   0.43 s    1187 MiB            1276-1300 MiB
-    in their own mapping (here)      0.104 s   0.37 s    1289-1294 MiB       1351-1374 MiB
-    packed by oneDNN, malloc's heap  0.090 s   0.36 s    1290 or 1339 MiB    1419-1435 MiB
-
-oneDNN's packed layout (`_reorder_convolution_weight`) saves the weight reorder of each call,
-but its tensors live on malloc's heap among the model's freed blocks (the tasks keep freed
-memory for reuse, `ofa_cn/malloc.py`), and where they land changes what the rest of the model
-can reuse: peak RSS rose by 105-160 MiB from run to run (so did that of plain folded weights
-on the heap), past the original OFA's 1.3 GiB (generate b1) and 1.4 GiB (forward b4). In a
-mapping of their own the folded weights cost about their size (105 MiB) in every run, and go
-back to the system when the cache is dropped.
+their own. oneDNN's packed layout (`_reorder_convolution_weight`) would save the weight reorder
+of each call, but its tensors live on malloc's heap among the model's freed blocks (the tasks
+keep freed memory for reuse, `ofa_cn/malloc.py`), and where they land changes what the rest of
+the model can reuse: peak memory then varied from run to run by more than the weights' own size
+(so did that of plain folded weights on the heap). In a mapping of their own the folded weights
+cost about their size in every run, and go back to the system when the cache is dropped.
 
 `ResNetStem.forward` dispatches here and keeps the folded weights (`FoldedStem`) as a cache.
 """
@@ -156,8 +148,8 @@ def _conv(x: torch.Tensor, f: FoldedConv, relu: bool) -> torch.Tensor:
 
 
 def _conv_add_relu_(shortcut: torch.Tensor, x: torch.Tensor, f: FoldedConv) -> torch.Tensor:
-    """shortcut = relu(conv(x) + shortcut), in place, in one oneDNN call (a few % faster than out
-    of place: no new output). oneDNN's "sum" post-op is refused here; "add" is a binary post-op."""
+    """shortcut = relu(conv(x) + shortcut), in place, in one oneDNN call (in place: no new output
+    to allocate and fill). oneDNN's "sum" post-op is refused here; "add" is a binary post-op."""
     return torch.ops.mkldnn._convolution_pointwise_.binary(shortcut, x, f.weight, f.bias, f.padding, f.stride,
                                                            f.dilation, f.groups, "add", None, "relu", [], "")
 

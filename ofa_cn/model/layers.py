@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import Linear, MultiheadAttention
+from .attention import MultiheadAttention
 from .blocks import DropPath
 from .config import OFAConfig
+from .linear import Linear
 
 
 def _maybe_ln(enabled: bool, dim: int) -> nn.Module | None:

@@ -160,7 +160,7 @@ class OFAModel(FairseqEncoderDecoderModel):
         Compiled code takes the plain paths (F.linear, conv + BatchNorm), which the compiler fuses
         itself, instead of the hand-written CPU ones; decoder layers compile for dynamic shapes
         (the cached prefix grows by one every decoding step). The first step of each new shape pays
-        the compilation (about 80 s for golden_tiny1-sized layers on a 2-core CPU).
+        the compilation.
         """
         self.encoder.embed_images.compile(backend=backend)
         for layer in self.encoder.layers:

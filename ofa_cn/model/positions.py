@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from .config import PATCH_STRIDE
+
 
 def token_bucket_table(bucket_size: int, max_position: int) -> torch.Tensor:
     """Relative-position bucket of every (query i, key j) pair of text positions.
@@ -70,7 +72,7 @@ def image_position_ids(height: int, width: int, bucket_size: int) -> torch.Tenso
     if height > bucket_size or width > bucket_size:
         raise ValueError(
             f"image grid {height}x{width} patches exceeds image_bucket_size {bucket_size}; "
-            f"use images of at most {bucket_size * 16} px per side"
+            f"use images of at most {bucket_size * PATCH_STRIDE} px per side"
         )
     rows = torch.arange(height)[:, None] * bucket_size
     cols = torch.arange(width)[None, :]

@@ -14,6 +14,7 @@ from torch import nn
 
 from .blocks import DropPath, FrozenBatchNorm2d
 from .config import linear_rates
+from .fast_paths import get_fast_paths
 from .fused_resnet import FoldedStem, fold_stem, fused_forward, onednn_conv_available, source_key
 
 STAGE_PLANES = (64, 128, 256)
@@ -69,10 +70,12 @@ class Bottleneck(nn.Module):
 class ResNetStem(nn.Module):
     """ResNet stem + layer1..layer3.
 
-    In eval mode without autograd, on CPU in float32, it runs through `fused_resnet`: every
-    BatchNorm folded into its conv, ReLU and residual add fused into the convs by oneDNN. The
-    folded weights are a cache (as large as the conv weights, 105 MiB for ResNet101), rebuilt
-    when a weight or a norm statistic changes, and dropped by `train()`.
+    The convolutions run on channels-last (NHWC) activations (fast path `channels_last`:
+    oneDNN's fast layout on CPU, tensor-core friendly on GPU; same values up to rounding).
+    In eval mode without autograd, on CPU in float32, it runs through `fused_resnet` (fast path
+    `fused_resnet`): every BatchNorm folded into its conv, ReLU and residual add fused into the
+    convs by oneDNN. The folded weights are a cache (as large as the conv weights), rebuilt when a
+    weight or a norm statistic changes, and dropped by `train()`.
 
     Args:
         layers: Bottleneck blocks per stage, e.g. (3, 4, 23) for ResNet101.
@@ -81,8 +84,6 @@ class ResNetStem(nn.Module):
         frozen_bn: FrozenBatchNorm2d (fixed statistics, no `num_batches_tracked`) instead of
             BatchNorm2d, for `freeze_resnet`.
     """
-
-    fused_inference = True  # use fused_resnet where it applies; False: always the modules' own forward
 
     def __init__(self, layers: tuple[int, int, int], drop_path_rate: float = 0.0, frozen_bn: bool = False):
         super().__init__()
@@ -108,9 +109,6 @@ class ResNetStem(nn.Module):
                 ))
             setattr(self, f"layer{stage}", nn.Sequential(*stage_blocks))
             inplanes = out
-        # Run the convolutions on channels-last (NHWC) activations: oneDNN's fast layout on CPU,
-        # tensor-core friendly on GPU (~20% faster on a 2-core CPU). Same values up to rounding.
-        self.channels_last = True
         self.init_weights()
 
     def init_weights(self):
@@ -122,7 +120,7 @@ class ResNetStem(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def __getstate__(self):
-        # The folded weights are a cache, not worth copying or saving (105 MiB for ResNet101);
+        # The folded weights are a cache as large as the conv weights, not worth copying or saving;
         # the next fused call rebuilds them (deepcopy for EMA, torch.save of a module).
         state = self.__dict__.copy()
         state.pop("_folded", None)
@@ -136,7 +134,8 @@ class ResNetStem(nn.Module):
         return super().train(mode)
 
     def _use_fused(self, images: torch.Tensor) -> bool:
-        return (self.fused_inference and self.channels_last and not self.training and not torch.is_grad_enabled()
+        paths = get_fast_paths()
+        return (paths.fused_resnet and paths.channels_last and not self.training and not torch.is_grad_enabled()
                 and not torch.compiler.is_compiling()  # torch.compile fuses the plain path itself
                 and images.device.type == "cpu" and images.dtype == torch.float32
                 and self.conv1.weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")
@@ -152,7 +151,7 @@ class ResNetStem(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, H, W] -> features [B, 1024, H/16, W/16] (channels-last strides unless switched off)"""
-        if self.channels_last:
+        if get_fast_paths().channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if self._use_fused(images):
             return fused_forward(self._folded_weights(), images, self.maxpool)

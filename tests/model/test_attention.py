@@ -56,16 +56,16 @@ def test_sdpa_is_skipped_only_when_the_cpu_bias_needs_a_gradient(monkeypatch):
 
 
 def test_linear_training_path_matches_torch_linear_values_and_gradients(monkeypatch):
-    from ofa_cn.model import attention
+    from ofa_cn.model import linear
 
     calls = []
-    apply = attention._OneDNNLinearFunction.apply
-    monkeypatch.setattr(attention._OneDNNLinearFunction, "apply", lambda *a: calls.append(1) or apply(*a))
+    apply = linear._OneDNNLinearFunction.apply
+    monkeypatch.setattr(linear._OneDNNLinearFunction, "apply", lambda *a: calls.append(1) or apply(*a))
     g = torch.Generator().manual_seed(1)
     # in > out and in < out take different weight-gradient products; the upstream gradient is
     # once a transposed view (backward makes it contiguous).
     for (n_in, n_out), bias in [((13, 11), True), ((13, 11), False), ((11, 13), True), ((11, 13), False)]:
-        layer = attention.Linear(n_in, n_out, bias=bias)
+        layer = linear.Linear(n_in, n_out, bias=bias)
         x = torch.randn(3, 4, n_in, generator=g)
         upstream = torch.randn(4, 3, n_out, generator=g).transpose(0, 1) if bias else torch.randn(3, 4, n_out, generator=g)
         results = []
@@ -78,14 +78,14 @@ def test_linear_training_path_matches_torch_linear_values_and_gradients(monkeypa
         for ours, theirs in zip(*results):
             assert ours.abs().sum() > 0
             torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
-    if attention._onednn_linear_available():
+    if linear._onednn_linear_available():
         assert calls == [1, 1, 1, 1]  # the oneDNN forward ran (and its backward gave torch's gradients)
 
 
 def test_linear_training_path_skips_the_gradients_nobody_needs():
-    from ofa_cn.model import attention
+    from ofa_cn.model import linear
 
-    layer = attention.Linear(7, 5)
+    layer = linear.Linear(7, 5)
     layer.weight.requires_grad_(False)
     x = torch.randn(6, 7, requires_grad=True)
     layer(x).sum().backward()

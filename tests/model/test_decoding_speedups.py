@@ -8,8 +8,8 @@ import torch
 
 from helpers import randomize_, tiny_config
 from ofa_cn.generate import build_generator, generate
-from ofa_cn.model.attention import attention_backend
 from ofa_cn.model.decoder import CrossMemory
+from ofa_cn.model.fast_paths import fast_paths
 from ofa_cn.model.ofa import OFAModel
 from ofa_cn.tokenizer import build_dictionary
 
@@ -17,12 +17,8 @@ from ofa_cn.tokenizer import build_dictionary
 @contextlib.contextmanager
 def plain(model):
     """No speed-ups: eager attention, cross K/V recomputed each step, full self bias each step."""
-    model.decoder.reuse_cross_kv = model.decoder.incremental_self_bias = False
-    try:
-        with attention_backend("eager"):
-            yield
-    finally:
-        model.decoder.reuse_cross_kv = model.decoder.incremental_self_bias = True
+    with fast_paths(sdpa=False, cross_memory=False, incremental_self_bias=False):
+        yield
 
 
 def tiny_model():
@@ -45,25 +41,25 @@ def memory(rows):
                        rows=None if rows is None else torch.tensor(rows))
 
 
-def test_group_size_follows_beam_layouts():
+def test_regroup_follows_beam_layouts():
     m = memory([0, 0, 1, 1, 2, 2])  # three sentences, two beams each
     original = [kv[1].clone() for kv in m.kv]
-    assert m.group_size() == 2 and m.kv[0][0].size(0) == 3
+    assert m.regroup() == 2 and m.kv[0][0].size(0) == 3
     m.reorder(torch.tensor([1, 1, 2, 3, 5, 4]))  # beams move within their sentence
-    assert m.group_size() == 2 and m.kv[0][0].size(0) == 3
+    assert m.regroup() == 2 and m.kv[0][0].size(0) == 3
     m.reorder(torch.tensor([0, 1, 4, 5]))  # sentence 1 finished
-    assert m.group_size() == 2
+    assert m.regroup() == 2
     assert m.kv[0][0][:, 0, 0, 0].tolist() == [0.0, 2.0] and m.pad[1].tolist() == [False] * 4
     torch.testing.assert_close(m.kv[1][1], original[1][[0, 2]], rtol=0, atol=0)
-    assert m.group_size(allow_groups=False) == 1 and m.kv[0][0][:, 0, 0, 0].tolist() == [0.0, 0.0, 2.0, 2.0]
+    assert m.regroup(allow_groups=False) == 1 and m.kv[0][0][:, 0, 0, 0].tolist() == [0.0, 0.0, 2.0, 2.0]
 
 
-def test_group_size_falls_back_to_one_copy_per_row():
+def test_regroup_falls_back_to_one_copy_per_row():
     m = memory([2, 0, 0, 1])  # not grouped: each row gets its own copy
-    assert m.group_size() == 1 and m.rows is None
+    assert m.regroup() == 1 and m.rows is None
     assert m.kv[0][0][:, 0, 0, 0].tolist() == [2.0, 0.0, 0.0, 1.0]
     assert m.pad.tolist()[3] == [False, False, True, True]
-    assert memory(None).group_size() == 1
+    assert memory(None).regroup() == 1
 
 
 @torch.no_grad()
@@ -115,25 +111,21 @@ def test_onednn_linear_modes_agree_with_torch_linear():
     """Linear's inference paths (oneDNN with the weight as is or packed; W x^T for few rows) give
     nn.Linear's result up to rounding, for encoder-sized and decoding-step-sized inputs; the packed
     copy follows an in-place change of the weight."""
-    from ofa_cn.model.attention import Linear
+    from ofa_cn.model.linear import Linear
 
     torch.manual_seed(0)
     layer = Linear(40, 24)
-    before = Linear.onednn
-    try:
-        with torch.no_grad():
-            for rows in (1, 5, 300):
-                x = torch.randn(rows, 2, 40)
-                expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
-                for mode in ("packed", "plain", "off"):
-                    Linear.onednn = mode
+    with torch.no_grad():
+        for rows in (1, 5, 300):
+            x = torch.randn(rows, 2, 40)
+            expected = torch.nn.functional.linear(x, layer.weight, layer.bias)
+            for mode in ("packed", "plain", "off"):
+                with fast_paths(onednn_linear=mode):
                     torch.testing.assert_close(layer(x), expected, atol=1e-5, rtol=1e-5, msg=f"{mode}, {rows} rows")
-            Linear.onednn = "packed"
+        with fast_paths(onednn_linear="packed"):
             layer.weight.mul_(2)  # e.g. load_state_dict copies in place
             torch.testing.assert_close(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias),
                                        atol=1e-5, rtol=1e-5)
-    finally:
-        Linear.onednn = before
 
 
 def test_a_linear_with_a_packed_weight_can_be_copied_and_saved(tmp_path):
@@ -141,7 +133,7 @@ def test_a_linear_with_a_packed_weight_can_be_copied_and_saved(tmp_path):
     torch.save of the module still work, and the copy repacks its own weight."""
     import copy
 
-    from ofa_cn.model.attention import Linear
+    from ofa_cn.model.linear import Linear
 
     layer = Linear(8, 5)
     layer.pack_weight = True

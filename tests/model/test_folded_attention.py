@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ofa_cn.model.attention import MultiheadAttention, eager_attention
+from ofa_cn.model.fast_paths import fast_paths
 from ofa_cn.model.folded_attention import folded_attention, folding_saves_work
 
 B, T, S, D, H, KDIM = 4, 3, 11, 16, 2, 12  # d_head 8; folding pays at these sizes (checked below)
@@ -76,7 +77,7 @@ def test_dropout_drops_the_same_probabilities_as_the_plain_order():
     assert not torch.allclose(ours, plain(attn, q, y, None))  # the dropout did drop something
 
 
-def test_cross_attention_folds_with_the_same_values_and_gradients_as_projecting_first(monkeypatch):
+def test_cross_attention_folds_with_the_same_values_and_gradients_as_projecting_first():
     attn, g = make_attention(3)
     x = torch.randn(B, T, D, generator=g, dtype=torch.float64)
     y = torch.randn(B, S, KDIM, generator=g, dtype=torch.float64)
@@ -87,11 +88,11 @@ def test_cross_attention_folds_with_the_same_values_and_gradients_as_projecting_
     weights = torch.linspace(-1, 1, B * T * D, dtype=torch.float64).view(B, T, D)
     results = []
     for fold in (True, False):
-        monkeypatch.setattr(MultiheadAttention, "fold_cross_projections", fold)
         attn.zero_grad(set_to_none=True)
         key_calls.clear()
         inputs = [t.clone().requires_grad_(True) for t in (x, y, bias)]
-        out = attn(*inputs)
+        with fast_paths(folded_cross_attention=fold):
+            out = attn(*inputs)
         (out * weights).sum().backward()
         results.append([out.detach()] + [t.grad for t in inputs] + [p.grad for p in attn.parameters()])
         assert len(key_calls) == (0 if fold else 1)  # folded: no key projection ran

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ofa_cn.model.blocks import FrozenBatchNorm2d
+from ofa_cn.model.fast_paths import fast_paths
 from ofa_cn.model.fused_resnet import fold_batchnorm, onednn_conv_available
 from ofa_cn.model.resnet import ResNetStem
 
@@ -48,12 +49,8 @@ def images(batch: int = 3, height: int = 40, width: int = 56) -> torch.Tensor:
 
 def plain(stem: ResNetStem, x: torch.Tensor) -> torch.Tensor:
     """The modules' own forward (the fused path switched off)."""
-    before = ResNetStem.fused_inference
-    ResNetStem.fused_inference = False
-    try:
+    with fast_paths(fused_resnet=False):
         return stem(x)
-    finally:
-        ResNetStem.fused_inference = before
 
 
 def assert_fused_equals_plain(stem: ResNetStem, x: torch.Tensor):
@@ -133,8 +130,7 @@ def test_training_autograd_and_autocast_take_the_plain_path(frozen_bn):
     with torch.no_grad():
         stem(x)  # leaves folded weights behind
     reference = copy.deepcopy(stem)
-    ResNetStem.fused_inference = False
-    try:
+    with fast_paths(fused_resnet=False):
         expected_grad = reference(x)
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             expected_autocast = reference(x)
@@ -142,8 +138,6 @@ def test_training_autograd_and_autocast_take_the_plain_path(frozen_bn):
         torch.manual_seed(1)  # the same drop-path draws
         with torch.no_grad():  # training mode alone must keep it plain
             expected_train = reference(x)  # BatchNorm2d: batch statistics, running statistics updated
-    finally:
-        ResNetStem.fused_inference = True
     out = stem(x)
     assert out.requires_grad
     torch.testing.assert_close(out, expected_grad, rtol=0, atol=0)
