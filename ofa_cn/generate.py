@@ -1,6 +1,6 @@
 """fairseq's SequenceGenerator set up for OFA: start from bos, optional allowed-token range.
 
-Nothing of fairseq's beam search is copied. OFA needs two things beyond it:
+Nothing of fairseq's beam search is copied. OFA needs three things beyond it, and grounding a fourth:
 - decoding starts from bos (0), not eos: `generate(..., bos_token=BOS)`;
 - n-gram blocking over the hypothesis so far: fairseq 0.12's CPU fallback of `NGramRepeatBlock`
   compares against the end of the whole (padded) token buffer rather than the current prefix,
@@ -30,6 +30,14 @@ from torch import nn
 from .tokenizer import BOS
 
 NUM_SPECIALS = 4  # <s> <pad> </s> <unk> stay allowed under a constraint range
+
+# The value of every generation option that is not given: fairseq's own (GenerationConfig), under
+# the names of fairseq-generate's flags and of the tasks' eval_args. A task's published settings
+# (its DEFAULT_GENERATION) override them.
+GENERATION_DEFAULTS: dict[str, Any] = {
+    "beam": 5, "max_len_a": 0, "max_len_b": 200, "min_len": 1, "no_repeat_ngram_size": 0,
+    "lenpen": 1.0, "unkpen": 0.0, "temperature": 1.0,
+}
 
 
 # option -> (what it must be, test); ints exclude bool, numbers exclude NaN/inf
@@ -170,9 +178,13 @@ class AllowedTokens(nn.Module):
         return self.model.get_normalized_probs((logits, *net_output[1:]), log_probs, sample)
 
 
-def build_generator(models: Sequence[nn.Module], dictionary, *, beam: int = 5, max_len_a: float = 0,
-                    max_len_b: int = 200, min_len: int = 1, no_repeat_ngram_size: int = 0,
-                    len_penalty: float = 1.0, unk_penalty: float = 0.0, temperature: float = 1.0,
+def build_generator(models: Sequence[nn.Module], dictionary, *, beam: int = GENERATION_DEFAULTS["beam"],
+                    max_len_a: float = GENERATION_DEFAULTS["max_len_a"],
+                    max_len_b: int = GENERATION_DEFAULTS["max_len_b"], min_len: int = GENERATION_DEFAULTS["min_len"],
+                    no_repeat_ngram_size: int = GENERATION_DEFAULTS["no_repeat_ngram_size"],
+                    len_penalty: float = GENERATION_DEFAULTS["lenpen"],
+                    unk_penalty: float = GENERATION_DEFAULTS["unkpen"],
+                    temperature: float = GENERATION_DEFAULTS["temperature"],
                     normalize_scores: bool = True, constraint_range: Any = None,
                     prefix_allowed_tokens_fn: Callable[[int, torch.Tensor], Sequence[int]] | None = None,
                     **unused) -> SequenceGenerator:

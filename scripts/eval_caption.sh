@@ -8,8 +8,9 @@
 # CIDEr-D); scripts/make_tables.py turns metrics.json files into the tables of checkpoints.md.
 # A split without captions (MUGE's test split) gets predictions.jsonl and muge_submission.jsonl,
 # the file MUGE's leaderboard scores, and no metrics.json.
-# Settings of the original generate_caption_cn.sh: beam 8, max_len_a 0, max_len_b 128, min_len 1,
-# no-repeat 3-grams, fp32, 16 images per batch. The TSV is read with the original MUGE column order
+# Settings of the original generate_caption_cn.sh: its generation flags (written once, as
+# CaptionTask.DEFAULT_GENERATION; tests/test_make_tables.py checks that the flags below equal it),
+# fp32, 16 images per batch. The TSV is read with the original MUGE column order
 # (uniq-id, image-id, caption, objects, image; references joined by "&&"); for 3-column
 # "image_id, image, caption" files add: --selected-cols 0,1,2. Flags given after OUT_DIR override
 # these (argparse keeps the last one), e.g. --device cpu or --batch-size 4.

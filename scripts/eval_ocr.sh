@@ -7,8 +7,9 @@
 #
 # Writes OUT_DIR/predictions.jsonl and OUT_DIR/metrics.json (accuracy, ned); scripts/make_tables.py
 # turns metrics.json files into the tables of checkpoints.md.
-# Settings of the original evaluate_ocr.sh / evaluate_ocr_base.sh: beam 5, max_len_a 0,
-# max_len_b 64, min_len 1, no n-gram blocking; columns uniq-id, image, text (--selected-cols 0,1,2).
+# Settings of the original evaluate_ocr.sh / evaluate_ocr_base.sh: its generation flags (written once,
+# as OCRTask.DEFAULT_GENERATION; tests/test_make_tables.py checks that the flags below equal it);
+# columns uniq-id, image, text (--selected-cols 0,1,2).
 # The original ran in fp16 (add --dtype fp16 on a GPU to match it) and padded each image at a random
 # offset; ofa_cn centres it, so results are deterministic. Flags given after OUT_DIR override these
 # (argparse keeps the last one).

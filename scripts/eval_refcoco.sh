@@ -9,8 +9,9 @@
 # turns metrics.json files into the tables of checkpoints.md. Name the TSVs like the original
 # (refcoco_val.tsv, refcocoplus_testA.tsv, refcocog_test.tsv, ...): make_tables.py reads the dataset
 # and split from the file name.
-# Settings of the original evaluate_refcoco_cn.sh: beam 5, exactly 4 tokens (min_len = max_len_b = 4,
-# max_len_a 0), no-repeat 3-grams, 16 expressions per batch. Columns as that script reads them:
+# Settings of the original evaluate_refcoco_cn.sh: its generation flags, exactly 4 tokens (written
+# once, as RefcocoTask.DEFAULT_GENERATION; tests/test_make_tables.py checks that the flags below equal
+# it), 16 expressions per batch. Columns as that script reads them:
 # "id, image, text, box" from a file laid out uniq-id, text, box, image (--selected-cols 0,3,1,2);
 # for "uniq_id, image, text, box" files add: --selected-cols 0,1,2,3. The original ran in fp16
 # (add --dtype fp16 on a GPU to match it); fp32 is the default here so that a CPU can run it.

@@ -8,7 +8,7 @@ import torch
 from fairseq import checkpoint_utils
 
 import ofa_cn  # noqa: F401  (registers the plugin)
-from ofa_cn.generate import build_generator, check_generation_options, fixed_shape, generate
+from ofa_cn.generate import GENERATION_DEFAULTS, build_generator, check_generation_options, fixed_shape, generate
 
 
 @pytest.mark.parametrize(
@@ -32,6 +32,12 @@ def test_bad_generation_options_name_the_option(options, message):
     with pytest.raises(ValueError) as err:
         check_generation_options(options)
     assert str(err.value).startswith(message), str(err.value)
+
+
+def test_generation_defaults_are_fairseqs():
+    from fairseq.dataclass.configs import GenerationConfig
+
+    assert GENERATION_DEFAULTS == {name: getattr(GenerationConfig(), name) for name in GENERATION_DEFAULTS}
 
 
 def test_answer_length_needs_room():

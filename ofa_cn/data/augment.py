@@ -2,10 +2,13 @@
 
 The original composes them in ``data/pretrain_data/unify_dataset.py``:
 
-- image-text pairs: ``random_resize`` (short side drawn from ``range(patch_image_size, 481)``,
-  sides capped at 672) -> ``center_crop(patch_image_size)`` -> ``random_augment`` (2 ops, magnitude 7);
+- image-text pairs: ``random_resize`` (short side drawn from ``patch_image_size`` up to a maximum,
+  long side capped) -> ``center_crop(patch_image_size)`` -> ``random_augment`` (its defaults);
 - visual grounding: the same ``random_resize`` -> ``object_center_crop(patch_image_size)``;
-- detection: ``random_hflip`` -> ``large_scale_jitter`` (output 2 * code_image_size, scale 1.0 to 1.5).
+- detection: ``random_hflip`` -> ``large_scale_jitter`` (output 2 * code_image_size).
+
+The sizes and the jitter's scale range are pretraining settings, kept with the dataset that uses
+them (``ofa_cn.data.pretrain``: ``MAX_PAIR_IMAGE_SIDE``, ``MAX_PAIR_LONG_SIDE``, ``DETECTION_SCALE``).
 
 Every function takes and returns RGB PIL images, so the caller finishes with ``image.to_tensor``
 and ``image.normalize``. Boxes are float32 tensors ``[N, 4]`` (or ``[4]`` for the one grounding
@@ -23,11 +26,6 @@ from typing import Any, Sequence
 
 import torch
 from PIL import Image, ImageEnhance, ImageOps
-
-# The pretraining settings (unify_dataset.py): short sides up to 480, long sides capped at 672.
-PRETRAIN_MAX_SHORT_SIDE = 480
-PRETRAIN_MAX_SIDE = 672
-DETECTION_SCALE_RANGE = (1.0, 1.5)  # large_scale_jitter's scale_min, scale_max
 
 # RandomAugment(2, 7, isPIL=True, augs=[...]) in unify_dataset.py: the ops, in the original's order.
 PRETRAIN_AUGMENT_OPS = (

@@ -61,9 +61,10 @@ PROMPTS = {
 }
 YES, NO = "是", "否"
 PAIR_CONF, EXTRA_CONF = 1.0, 2.0
-MAX_PAIR_IMAGE_SIDE = 480  # image-text pairs are resized to a short side in [patch_image_size, 480] ...
+# The original's pretraining sizes (unify_dataset.py):
+MAX_PAIR_IMAGE_SIDE = 480  # image-text pairs are resized to a short side in [patch_image_size, this] ...
 MAX_PAIR_LONG_SIDE = 672  # ... with the long side at most this, then centre-cropped
-DETECTION_SCALE = (1.0, 1.5)  # large-scale jitter range
+DETECTION_SCALE = (1.0, 1.5)  # large_scale_jitter's scale_min, scale_max
 TEXT_INFILLING_MAX_TOKENS = 256
 VQGAN_FACTOR = 8  # one code per 8 x 8 pixels of the blanked c x c centre
 QA_SEPARATOR, QA_CONF_SEPARATOR = "&&", "|!+"

@@ -2,11 +2,12 @@
 
 from .caption import TOKENIZERS, char_tokens, check_same_ids, jieba_tokens, score_captions
 from .cider import build_document_frequency, cider_d, ngram_counts
-from .grounding import box_iou, grounding_accuracy
+from .grounding import box_hit, box_iou, grounding_accuracy
 from .ocr import edit_distance, normalize_ocr_text, ocr_scores
 
 __all__ = [
     "TOKENIZERS",
+    "box_hit",
     "box_iou",
     "build_document_frequency",
     "char_tokens",

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from .caption import check_same_ids
 
 Box = Sequence[float]
+HIT_IOU = 0.5  # the published metric is Acc@0.5: a hit needs IoU >= 0.5
 
 
 def _intersection(pred: Box, gt: Box) -> tuple[float, float]:
@@ -49,14 +50,27 @@ def box_iou(pred: Box, gt: Box) -> float:
     return inter / (area_pred + area_gt - inter + 1e-6)
 
 
-def grounding_accuracy(
-    preds: dict[str, Box], refs: dict[str, Box], threshold: float = 0.5
-) -> dict[str, float]:
-    """Acc@threshold of predicted boxes: a hit iff IoU >= threshold and the boxes overlap.
+def box_hit(pred: Box, gt: Box, threshold: float = HIT_IOU) -> bool:
+    """Whether a predicted box counts for Acc@threshold: IoU >= threshold and the boxes overlap.
 
     "Overlap" means intersection width > 0 and height > 0, as in the original, so touching
-    boxes never count even with threshold 0. Grouping by split is the caller's job: call this
-    once per split.
+    boxes never count even with threshold 0.
+
+    Args:
+        pred: predicted box [x0, y0, x1, y1] (may be degenerate: it then misses).
+        gt: ground-truth box [x0, y0, x1, y1].
+        threshold: IoU needed for a hit.
+    """
+    width, height = _intersection(pred, gt)
+    return box_iou(pred, gt) >= threshold and width > 0 and height > 0
+
+
+def grounding_accuracy(
+    preds: dict[str, Box], refs: dict[str, Box], threshold: float = HIT_IOU
+) -> dict[str, float]:
+    """Acc@threshold of predicted boxes: the share of hits (``box_hit``).
+
+    Grouping by split is the caller's job: call this once per split.
 
     Args:
         preds: uniq_id -> predicted box [x0, y0, x1, y1] (may be degenerate: it then misses).
@@ -83,10 +97,8 @@ def grounding_accuracy(
                 "[x0, y0, x1, y1] with x0 < x1 and y0 < y1. Check the column order of the "
                 "reference file (x, y, width, height boxes must be converted first)."
             )
-        iou = box_iou(pred, gt)
-        width, height = _intersection(pred, gt)
-        hits += iou >= threshold and width > 0 and height > 0
-        iou_sum += iou
+        hits += box_hit(pred, gt, threshold)
+        iou_sum += box_iou(pred, gt)
     return {
         f"acc@{threshold:g}": 100.0 * hits / len(refs),
         "count": len(refs),

@@ -19,7 +19,7 @@ from fairseq.tasks import FairseqTask
 
 from ..data.base import NoRows
 from ..data.tsv import TSVFile
-from ..generate import build_generator, check_generation_options, fixed_shape, generate
+from ..generate import GENERATION_DEFAULTS, build_generator, check_generation_options, fixed_shape, generate
 from ..lr_schedule import note_train_batches
 from ..malloc import keep_freed_memory
 from ..tokenizer import BOS, VOCAB_FILE, ChineseTokenizer, build_dictionary, vocab_sha256
@@ -55,12 +55,13 @@ class OFATaskConfig(FairseqDataclass):
         "help": "skip (and count in the log) rows with corrupt images or fields instead of stopping"})
     return_freed_memory: bool = field(default=False, metadata={
         "help": "give freed memory back to the OS at once (glibc's default). Off: freed memory is kept for "
-                "reuse, which saves the page faults of re-allocating large tensors every step (27%% of a CPU "
-                "train step at 480 px) but holds the peak memory until the process exits (ofa_cn/malloc.py)"})
+                "reuse, which saves the page faults of re-allocating large tensors every step (a large share of "
+                "a CPU train step at 480 px; the README's speed measurements) but holds the peak memory until "
+                "the process exits (ofa_cn/malloc.py)"})
     compile_layers: bool = field(default=False, metadata={
         "help": "torch.compile the image stem and every transformer layer (OFAModel.compile_layers). Off by "
-                "default: slower on a 2-core CPU than the default path, and every new input shape pays "
-                "a compilation (minutes for base layers)"})
+                "default: on a CPU it did not beat the default path (the README's speed measurements), and every "
+                "new input shape pays a compilation"})
 
 
 class OFATask(FairseqTask):
@@ -172,9 +173,7 @@ class OFATask(FairseqTask):
             ValueError: a generation option that cannot work, named (`check_generation_options`).
         """
         get = (lambda k, d: getattr(args, k, d)) if not isinstance(args, dict) else (lambda k, d: args.get(k, d))
-        options = {k: get(k, d) for k, d in (("beam", 5), ("max_len_a", 0), ("max_len_b", 200), ("min_len", 1),
-                                             ("no_repeat_ngram_size", 0), ("lenpen", 1.0), ("unkpen", 0.0),
-                                             ("temperature", 1.0))}
+        options = {k: get(k, d) for k, d in GENERATION_DEFAULTS.items()}
         shape = self.answer_shape()
         check_generation_options(options, answer_length=shape[1] if shape else None)
         return build_generator(

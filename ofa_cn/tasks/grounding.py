@@ -8,7 +8,7 @@ from fairseq.tasks import register_task
 
 from ..data.boxes import bins_to_box
 from ..data.grounding import GroundingDataset
-from ..metrics.grounding import box_iou, grounding_accuracy
+from ..metrics.grounding import box_hit, grounding_accuracy
 from .base import OFATask, OFATaskConfig
 
 
@@ -54,7 +54,8 @@ class RefcocoTask(OFATask):
     def eval_generation_args(self):
         if not self.cfg.eval_acc:
             return {}
-        return {"beam": 5, "min_len": 4, "max_len_a": 0, "max_len_b": 4, **super().eval_generation_args()}
+        # the released configs' eval_args: the published settings without n-gram blocking
+        return {**self.DEFAULT_GENERATION, "no_repeat_ngram_size": 0, **super().eval_generation_args()}
 
     def tokens_to_box(self, tokens: torch.Tensor, w_ratio: float, h_ratio: float) -> list[float]:
         """The first 4 generated ids -> [x0, y0, x1, y1] in the original image's pixels, inside the image
@@ -79,12 +80,8 @@ class RefcocoTask(OFATask):
                 for i, tokens in enumerate(best_tokens)]
 
     def score_batch(self, sample, best_tokens):
-        hits = 0
-        for i, tokens in enumerate(best_tokens):
-            box = self.tokens_to_box(tokens, float(sample["w_resize_ratios"][i]), float(sample["h_resize_ratios"][i]))
-            gt = sample["region_coords"][i].tolist()
-            hits += int(box_iou(box, gt) >= 0.5 and min(box[2], gt[2]) > max(box[0], gt[0])
-                        and min(box[3], gt[3]) > max(box[1], gt[1]))
+        hits = sum(box_hit(box, sample["region_coords"][i].tolist())
+                   for i, box in enumerate(self.answers(sample, best_tokens)))
         return float(hits), len(best_tokens)
 
     def prediction_rows(self, sample, best_tokens):

@@ -31,7 +31,7 @@ class OCRTask(OFATask):
     def eval_generation_args(self):
         if not self.cfg.eval_acc:
             return {}
-        return {"beam": 5, "max_len_b": 64, **super().eval_generation_args()}
+        return {**self.DEFAULT_GENERATION, **super().eval_generation_args()}
 
     def score_batch(self, sample, best_tokens):
         hits = sum(normalize_ocr_text(self.decode_text(t)) == normalize_ocr_text(ref)

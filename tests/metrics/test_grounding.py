@@ -2,7 +2,7 @@
 
 import pytest
 
-from ofa_cn.metrics import box_iou, grounding_accuracy
+from ofa_cn.metrics import box_hit, box_iou, grounding_accuracy
 
 SQUARE = [0, 0, 10, 10]  # area 100 (exclusive end: width = x1 - x0)
 
@@ -49,6 +49,13 @@ def test_touching_or_degenerate_predictions_never_hit():
     refs = {"touch": SQUARE, "flipped": SQUARE}
     preds = {"touch": [10, 0, 20, 10], "flipped": [10, 10, 0, 0]}  # x1 < x0: no overlap
     assert grounding_accuracy(preds, refs, threshold=0.0)["acc@0"] == 0.0
+
+
+def test_box_hit_is_the_rule_of_the_accuracy():
+    assert box_hit([1, 1, 11, 11], SQUARE)  # IoU 0.681
+    assert box_hit([5, 0, 15, 10], SQUARE, threshold=0.3) and not box_hit([5, 0, 15, 10], SQUARE)  # IoU 1/3
+    assert not box_hit([10, 0, 20, 10], SQUARE, threshold=0.0)  # touching: no overlap, never a hit
+    assert not box_hit([10, 10, 0, 0], SQUARE, threshold=0.0)  # flipped
 
 
 def test_errors_are_clear():
