@@ -132,7 +132,7 @@ def _generation(args: argparse.Namespace) -> dict[str, Any]:
 
 def _predict(args: argparse.Namespace, command: str, images: list[str], texts: list[str | None]):
     """Check every input, then load the checkpoint; the answers as they come (``Predictor.iter_answers``)."""
-    from .evaluate import parse_task_args
+    from .loading import parse_task_args
 
     task_args = parse_task_args(args.task_arg)
     if not Path(args.checkpoint).exists():

@@ -7,7 +7,6 @@ across processes under `torchrun` (rows are split by rank and gathered on rank 0
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -16,84 +15,21 @@ from typing import Any, Iterable
 
 import torch
 import torch.distributed as dist
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from .fairseq_import import import_fairseq
 
 import_fairseq()  # first: fairseq's own import would configure logging (scripts/evaluate.py's basicConfig)
 
-from fairseq import tasks  # noqa: E402
-
-from .checkpoint import load_pretrained  # noqa: E402
 from .generate import check_generation_options  # noqa: E402
+from .loading import load_for_task  # noqa: E402
 from .no_references import PlaceholderReferences, lacks_references, write_predictions_only  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
-TASK_NAMES = ("caption", "refcoco", "ocr")
-
 
 class ScoringError(RuntimeError):
     """Scoring failed after generation; the message names the saved predictions file."""
-
-
-def parse_task_args(items: list[str]) -> dict[str, Any]:
-    """["max_image_size=256", "bins_only=false"] -> {"max_image_size": 256, "bins_only": False}."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"task argument {item!r}: expected KEY=VALUE, e.g. max_image_size=512")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value  # a plain string
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def _log_once(message: str) -> None:
-    logger.warning(message)
-
-
-def setup_task(saved: dict[str, Any], task_name: str | None = None, **overrides: Any):
-    """A registered OFA-CN task from a checkpoint's saved task config (plus overrides)."""
-    import ofa_cn.tasks  # noqa: F401  (registers the tasks)
-
-    name = task_name or saved.get("_name")
-    if name not in TASK_NAMES:
-        raise ValueError(
-            f"the checkpoint's task is {saved.get('_name')!r}; evaluation needs one of {TASK_NAMES} "
-            "(pass --task to evaluate a multitask checkpoint on one of them)")
-    values = {k: v for k, v in saved.items() if not isinstance(v, (dict, list)) or k == "_name"}
-    if name != saved.get("_name"):
-        values.pop("selected_cols", None)  # the saved columns describe the other task's TSV layout
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if name == "refcoco" and "max_image_size" not in values and "patch_image_size" in values:
-        # A caption or OCR checkpoint saved no max_image_size; the refcoco default (512) would scale
-        # its boxes by 512 / patch_image_size (2x for a 256 px checkpoint). Bins that span the
-        # resized image, as the fine-tuned grounding configs have them, are the expected choice.
-        values["max_image_size"] = values["patch_image_size"]
-        _log_once(f"the checkpoint's task config ({saved.get('_name')!r}) has no max_image_size; grounding "
-                  f"uses its patch_image_size, {values['patch_image_size']} (override with max_image_size=...)")
-    values["_name"] = name
-    return tasks.setup_task(OmegaConf.create(values), from_checkpoint=True)
-
-
-def load_for_evaluation(checkpoint: str | Path, task_name: str | None = None, device: str = "cpu",
-                        dtype: torch.dtype = torch.float32, any_task: bool = False, **task_overrides: Any):
-    """(model, task) ready for generation; the model in eval mode on `device`.
-
-    A task other than the checkpoint's own is an error unless `any_task` (multitask checkpoints
-    may be evaluated on any of the three).
-    """
-    model, saved = load_pretrained(checkpoint, dtype=dtype, device=device)
-    expected = saved.get("_name")
-    if task_name and expected in TASK_NAMES and task_name != expected and not any_task:
-        raise ValueError(f"{checkpoint} was trained for the {expected!r} task, not {task_name!r}; "
-                         "use a checkpoint of that task (multitask 'unify_task' checkpoints can do all)")
-    return model, setup_task(saved, task_name, **task_overrides)
 
 
 def _to_device(batch: Any, device: torch.device, dtype: torch.dtype) -> Any:
@@ -151,8 +87,8 @@ def evaluate(checkpoint: str | Path, data: str | Path, out_dir: str | Path, task
         dist.init_process_group("nccl" if device == "cuda" else "gloo")
         if device == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    model, task = load_for_evaluation(checkpoint, task_name, device=device, dtype=dtype, any_task=any_task,
-                                      data=str(data), selected_cols=selected_cols, **task_overrides)
+    model, task = load_for_task(checkpoint, task_name, device=device, dtype=dtype, any_task=any_task,
+                                data=str(data), selected_cols=selected_cols, **task_overrides)
     gen = {**task.DEFAULT_GENERATION, **(generation or {})}
     name = task.cfg._name
     if tokenize is not None and name != "caption":

@@ -58,13 +58,12 @@ def image_reliance_on_data(checkpoint: str | Path, data: dict[str, str | Path], 
     """
     from fairseq.utils import apply_to_sample
 
-    from .checkpoint import load_pretrained
-    from .evaluate import setup_task
+    from .loading import load_model, setup_task
 
-    model, saved = load_pretrained(checkpoint, device=device)
+    model = load_model(checkpoint, device=device)
     results = {}
     for task_name, path in data.items():
-        task = setup_task(saved, task_name, data=str(path))
+        task = setup_task(model.task_config, task_name, data=str(path))
         dataset = task.build_dataset(task.open_tsv(str(path)), "test", 1)
         batch = dataset.collater([dataset[i] for i in range(min(rows, len(dataset)))])
         batch = apply_to_sample(lambda t: t.to(device), batch)

@@ -21,13 +21,16 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm import tqdm
 
-from .evaluate import load_pretrained, setup_task
-from .inputs import ImageInput, describe, read_image
+from .fairseq_import import import_fairseq
+
+import_fairseq()  # first: the datasets import fairseq, whose own import would configure logging
+
+from .inputs import ImageInput, describe, read_image  # noqa: E402
+from .loading import check_task, load_model, setup_task  # noqa: E402
 
 # command (method) -> the fairseq task that answers it
 COMMAND_TASKS = {"caption": "caption", "ground": "refcoco", "ocr": "ocr"}
 TASK_ALIASES = {"caption": "caption", "ground": "ground", "grounding": "ground", "refcoco": "ground", "ocr": "ocr"}
-MULTITASK = "unify_task"  # saved task name of checkpoints that can do all three
 # the generator's settings a call may change (ofa_cn.tasks.base.OFATask.build_generator)
 GENERATION_OPTIONS = ("beam", "max_len_a", "max_len_b", "min_len", "no_repeat_ngram_size", "lenpen", "unkpen",
                       "temperature")
@@ -92,8 +95,8 @@ class Predictor:
         self.any_task = any_task
         self.task_args = dict(task_args or {})
         self.device = parse_device(device)
-        self.model, self.saved = load_pretrained(checkpoint, dtype=parse_dtype(dtype), device=self.device)
-        self.saved_task = self.saved.get("_name")
+        self.model = load_model(checkpoint, dtype=parse_dtype(dtype), device=self.device)
+        self.saved_task = self.model.task_config.get("_name")
         self._tasks: dict[str, tuple[Any, Any]] = {}  # command -> (task, its inference dataset)
         own = {v: k for k, v in COMMAND_TASKS.items()}.get(self.saved_task)
         self.task = TASK_ALIASES[task] if task else own
@@ -146,10 +149,8 @@ class Predictor:
     def _task(self, command: str):
         if command not in self._tasks:
             name = COMMAND_TASKS[command]
-            if self.saved_task not in (name, MULTITASK) and not self.any_task:
-                raise ValueError(f"{self.checkpoint} was trained for the {self.saved_task!r} task; use a {name!r} "
-                                 f"(or multitask) checkpoint for {command}, or any_task=True (--any-task)")
-            task = setup_task(self.saved, name, **self.task_args)
+            check_task(self.checkpoint, self.saved_task, name, self.any_task)
+            task = setup_task(self.model.task_config, name, **self.task_args)
             self._tasks[command] = (task, task.inference_dataset())
         return self._tasks[command]
 

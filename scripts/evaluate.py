@@ -23,7 +23,8 @@ import sys
 import torch
 
 from ofa_cn.checkpoint import CheckpointError
-from ofa_cn.evaluate import TASK_NAMES, ScoringError, evaluate, parse_task_args
+from ofa_cn.evaluate import ScoringError, evaluate
+from ofa_cn.loading import TASK_NAMES, parse_task_args
 from ofa_cn.training_checkpoints import CheckpointReadError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

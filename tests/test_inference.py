@@ -147,7 +147,7 @@ def test_bad_inputs_say_what_was_wrong(captioner, files, tmp_path):
 
 
 def test_a_checkpoint_for_another_task_is_refused_unless_any_task(checkpoints):
-    with pytest.raises(ValueError, match="trained for the 'caption' task; use a 'refcoco'"):
+    with pytest.raises(ValueError, match="trained for the 'caption' task, not 'refcoco'; use a 'refcoco'"):
         ofa_cn.load(checkpoints["caption"], task="ground", device="cpu")
 
 

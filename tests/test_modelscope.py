@@ -262,7 +262,7 @@ def test_export_refuses_what_modelscope_cannot_build(tmp_path):
 
 # ---- generation -----------------------------------------------------------------------------
 def _ours_generate(model, task_name, src, images, masks, **gen):
-    from ofa_cn.evaluate import setup_task
+    from ofa_cn.loading import setup_task
 
     # max_image_size as ModelScope's default (a config without it now falls back to patch_image_size)
     task = setup_task({"_name": task_name, "patch_image_size": 64, "max_image_size": 512}, task_name)
