@@ -25,12 +25,12 @@ def register() -> None:
 
 
 def load(checkpoint, **options):
-    """A ``Predictor`` for a checkpoint: ``ofa_cn.inference.Predictor(checkpoint, **options)``.
+    """A ``Predictor`` for a checkpoint: ``ofa_cn.apps.inference.Predictor(checkpoint, **options)``.
 
     Options: task ("caption", "ground", "ocr"; default: the checkpoint's own), device, dtype
     ("float32" or "bfloat16"), exif, any_task, task_args. Imported on first use, so that
     ``import ofa_cn`` stays cheap.
     """
-    from .inference import Predictor
+    from .apps.inference import Predictor
 
     return Predictor(checkpoint, **options)

@@ -46,10 +46,10 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import ofa_cn.optim  # noqa: E402,F401  (registers fused_adam)
-from ofa_cn.criterion import label_smoothed_nll_loss  # noqa: E402
+import ofa_cn.train.optim  # noqa: E402,F401  (registers fused_adam)
+from ofa_cn.train.criterion import label_smoothed_nll_loss  # noqa: E402
 from ofa_cn.generate import build_generator, generate  # noqa: E402
-from ofa_cn.malloc import keep_freed_memory  # noqa: E402
+from ofa_cn.train.malloc import keep_freed_memory  # noqa: E402
 from ofa_cn.model.config import PATCH_STRIDE, RESNET_OUT_CHANNELS, config_for_arch  # noqa: E402
 from ofa_cn.model.fast_paths import ONEDNN_LINEAR_MODES, REFERENCE, FastPaths, fast_paths, set_fast_paths  # noqa: E402
 from ofa_cn.model.ofa import OFAModel  # noqa: E402
@@ -111,7 +111,7 @@ def build_model(cfg, device: str = "cpu", seed: int = 0) -> OFAModel:
 
 
 def make_optimizer(model: OFAModel, fused: bool = True):
-    """fairseq's Adam as the configs train with it: `fused_adam` (ofa_cn/optim.py, one kernel over
+    """fairseq's Adam as the configs train with it: `fused_adam` (ofa_cn/train/optim.py, one kernel over
     all parameters) or, unfused, fairseq's own `adam` (a Python loop over the tensors, as the original)."""
     cfg = OmegaConf.create({"_name": "fused_adam" if fused else "adam", "lr": [1e-5], "adam_betas": "(0.9,0.999)",
                             "adam_eps": 1e-8, "weight_decay": 0.01, "tpu": False})
@@ -181,7 +181,7 @@ def generate_captions(model: OFAModel, generator, sample: dict[str, Any], dtype:
 SPEEDUPS = {
     "sdpa": ("train", "forward", "generate"),  # fused scaled_dot_product_attention
     "channels_last": ("train", "forward", "generate"),  # NHWC convolutions in the image stem
-    "fused_adam": ("train",),  # fairseq's Adam update in one kernel over all parameters (ofa_cn/optim.py)
+    "fused_adam": ("train",),  # fairseq's Adam update in one kernel over all parameters (ofa_cn/train/optim.py)
     "cross_memory": ("generate",),  # cross K/V once per sentence, kept across steps, beams grouped
     "incremental_self_bias": ("generate",),  # self position bias of the new position only
     "transposed_linear": ("generate",),  # W x^T for the few rows of a decoding step (CPU)

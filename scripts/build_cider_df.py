@@ -21,10 +21,10 @@ from pathlib import Path
 
 from ofa_cn.data.caption import REFERENCE_SEPARATOR, clean_caption
 from ofa_cn.data.tsv import TSVFile
-from ofa_cn.jsonl import read_jsonl
+from ofa_cn.apps.jsonl import read_jsonl
 from ofa_cn.metrics.caption import char_tokens
 from ofa_cn.metrics.cider import build_document_frequency
-from ofa_cn.scst import save_document_frequency
+from ofa_cn.train.scst import save_document_frequency
 
 logger = logging.getLogger("build_cider_df")
 

@@ -3,7 +3,7 @@
 
     python scripts/convert_checkpoint.py ofa_cn_base.pt exported/ofa_cn_base
 
-`ofa_cn.checkpoint.load_pretrained("exported/ofa_cn_base")` reads the folder back into an
+`ofa_cn.checkpoints.formats.load_pretrained("exported/ofa_cn_base")` reads the folder back into an
 identical model; the script verifies that before it exits.
 """
 
@@ -15,7 +15,7 @@ import sys
 
 import torch
 
-from ofa_cn.checkpoint import export_checkpoint, load_exported, load_pretrained
+from ofa_cn.checkpoints.formats import export_checkpoint, load_exported, load_pretrained
 
 
 def main(argv=None) -> int:

@@ -11,7 +11,7 @@ As OFA-CN itself was made: a small OFA-CN (`ofa_cn_demo`) is pretrained once on 
 corpus (configs/demo/pretrain.yaml; the result ships in fp16 as ofa_cn/assets/demo_pretrained/,
 checked by its sha256), and `make demo` finetunes it on the demo's own generated data
 (configs/demo/demo.yaml, through the real `fairseq-hydra-train`), side by side with the same
-finetuning from random initialisation. Both are evaluated with ofa_cn.evaluate (what
+finetuning from random initialisation. Both are evaluated with ofa_cn.apps.evaluate (what
 scripts/evaluate.py runs) on a held-out split whose seed is disjoint from everything trained on,
 with the untrained and the pretrained-only models, as the OFA-CN checkpoint page compares them.
 Results: OUT/results.md, OUT/results.json and OUT/report.html.
@@ -98,7 +98,7 @@ def parse_args(argv=None):
 
 
 def make_data(folder: Path, seed: int, counts: dict[str, int] | None) -> Path:
-    from ofa_cn.demo_data import generate_dataset
+    from ofa_cn.demo.data import generate_dataset
 
     generate_dataset(folder, seed=seed, counts=counts)  # does nothing if already complete
     return folder
@@ -190,7 +190,7 @@ def untrained_checkpoint(trained: Path) -> Path:
     """The same architecture and config, freshly initialised (seeded): the 'untrained' column."""
     import torch
 
-    from ofa_cn.checkpoint import load_checkpoint_file, model_config
+    from ofa_cn.checkpoints.formats import load_checkpoint_file, model_config
     from ofa_cn.model.ofa import OFAModel
 
     out = trained.with_name("untrained.pt")
@@ -219,7 +219,7 @@ def _one_thread():
 
 def _evaluate_job(job: tuple[str, str, str, str, str]) -> tuple[str, str, dict]:
     model, checkpoint, task, data, out_dir = job
-    from ofa_cn.evaluate import evaluate
+    from ofa_cn.apps.evaluate import evaluate
 
     metrics = evaluate(checkpoint, data, out_dir, task_name=task, batch_size=32, generation=GENERATION[task],
                        device="cpu", progress=False)
@@ -228,7 +228,7 @@ def _evaluate_job(job: tuple[str, str, str, str, str]) -> tuple[str, str, dict]:
 
 def _reliance_job(job: tuple[str, str, dict]) -> tuple[str, dict]:
     model, checkpoint, tsvs = job
-    from ofa_cn.image_reliance import image_reliance_on_data
+    from ofa_cn.demo.image_reliance import image_reliance_on_data
 
     return model, image_reliance_on_data(checkpoint, tsvs, rows=RELIANCE_ROWS)
 
@@ -303,7 +303,7 @@ def _examples(out: Path, data: Path, model: str) -> dict[str, list[dict]]:
 
 
 def write_report(out: Path, data: Path, metrics: dict, reliance: dict, curves: dict, notes: str) -> str:
-    from ofa_cn.report import plot_curves, reliance_table, results_table, write_html
+    from ofa_cn.demo.report import plot_curves, reliance_table, results_table, write_html
 
     rows = [{"task": task, "metric": shown, "target": target,
              "values": {m: float(metrics[m][task][key]) for m in MODELS}}
@@ -331,8 +331,8 @@ def pretrain(args, out: Path) -> int:
     """Make the pretrained checkpoint: fixed updates of configs/demo/pretrain.yaml, exported in fp16."""
     from omegaconf import OmegaConf
 
-    from ofa_cn.demo_pretrained import PRETRAINED_DIR, export_fp16
-    from ofa_cn.report import read_training_losses
+    from ofa_cn.demo.pretrained import PRETRAINED_DIR, export_fp16
+    from ofa_cn.demo.report import read_training_losses
 
     counts = SMOKE_COUNTS if args.smoke else PRETRAIN_COUNTS
     data = make_data(out / "pretrain" / "data", PRETRAIN_SEED, counts)
@@ -357,12 +357,12 @@ def pretrain(args, out: Path) -> int:
                "loss_curve": read_training_losses(run / "train.log")}
     sha = export_fp16(run / "checkpoint_last.pt", target, made_by)
     print(f"\npretrained checkpoint: {target}\nsha256 of model.safetensors: {sha}\n"
-          "put it in ofa_cn/demo_pretrained.py (PRETRAINED_SHA256) and the README if this is the shipped one")
+          "put it in ofa_cn/demo/pretrained.py (PRETRAINED_SHA256) and the README if this is the shipped one")
     return 0
 
 
 def demo(args, out: Path) -> int:
-    from ofa_cn.demo_pretrained import PRETRAINED_DIR, verify, write_finetune_start
+    from ofa_cn.demo.pretrained import PRETRAINED_DIR, verify, write_finetune_start
 
     started = time.time()
     data = make_data(out / "data", DEMO_SEED, SMOKE_COUNTS if args.smoke else None)
@@ -395,7 +395,7 @@ def demo(args, out: Path) -> int:
                    "pretrained + finetuned": runs["pretrained + finetuned"] / "checkpoint_last.pt"}
     metrics, reliance = evaluate_models(out, data, checkpoints)
 
-    from ofa_cn.report import read_training_losses
+    from ofa_cn.demo.report import read_training_losses
 
     curves = {name: read_training_losses(run / "train.log") for name, run in runs.items()}
     if made_by.get("loss_curve"):

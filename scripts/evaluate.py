@@ -22,10 +22,10 @@ import sys
 
 import torch
 
-from ofa_cn.checkpoint import CheckpointError
-from ofa_cn.evaluate import ScoringError, evaluate
-from ofa_cn.loading import TASK_NAMES, parse_task_args
-from ofa_cn.training_checkpoints import CheckpointReadError
+from ofa_cn.checkpoints.formats import CheckpointError
+from ofa_cn.apps.evaluate import ScoringError, evaluate
+from ofa_cn.checkpoints.loading import TASK_NAMES, parse_task_args
+from ofa_cn.train.training_checkpoints import CheckpointReadError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -9,7 +9,7 @@ OCR needs a CJK font: `apt-get install -y fonts-wqy-microhei` (or set $OFA_CN_DE
 import argparse
 import logging
 
-from ofa_cn.demo_data import generate_dataset
+from ofa_cn.demo.data import generate_dataset
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ofa_cn.demo_data import caption_references, encode_png_base64, referring_expressions, render_scene, sample_scene
+from ofa_cn.demo.data import caption_references, encode_png_base64, referring_expressions, render_scene, sample_scene
 
 COUNTS = "一二三"
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from helpers import randomize_, tiny_config
-from ofa_cn.checkpoint import (DERIVED_BUFFERS, CheckpointError, export_checkpoint, load_checkpoint_file, load_exported,
+from ofa_cn.checkpoints.formats import (DERIVED_BUFFERS, CheckpointError, export_checkpoint, load_checkpoint_file, load_exported,
                                load_pretrained)
 from ofa_cn.model.ofa import OFAModel
 
@@ -90,7 +90,7 @@ def test_export_round_trip(tmp_path):
 
 
 def test_convert_into_a_non_empty_folder_refuses_without_overwrite(tmp_path, capsys):
-    from ofa_cn.cli import main
+    from ofa_cn.apps.cli import main
 
     save_tiny(tmp_path / "c.pt")
     out = tmp_path / "exported"

@@ -1,4 +1,4 @@
-"""ofa_cn/cli.py `score` commands: run in-process through main([...]) and once as a process."""
+"""ofa_cn/apps/cli.py `score` commands: run in-process through main([...]) and once as a process."""
 
 import json
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ofa_cn.cli import main
+from ofa_cn.apps.cli import main
 from ofa_cn.metrics import score_captions
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +176,7 @@ def test_runs_as_a_module(tmp_path):
     pred = _write_jsonl(tmp_path / "pred.jsonl", [{"uniq_id": "1", "text": "中國"}])
     ref = _write_jsonl(tmp_path / "ref.jsonl", [{"uniq_id": "1", "text": "中国"}])
     bad = _write_jsonl(tmp_path / "bad.jsonl", [{"uniq_id": "1"}])
-    command = [sys.executable, "-m", "ofa_cn.cli", "score", "ocr", "--ref", ref, "--pred"]
+    command = [sys.executable, "-m", "ofa_cn.apps.cli", "score", "ocr", "--ref", ref, "--pred"]
 
     done = subprocess.run(command + [pred], capture_output=True, text=True, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from fairseq.data import Dictionary
 
-from ofa_cn.criterion import AdjustLabelSmoothedCrossEntropyCriterion, label_smoothed_nll_loss
+from ofa_cn.train.criterion import AdjustLabelSmoothedCrossEntropyCriterion, label_smoothed_nll_loss
 
 V = 7  # 4 specials + 3 symbols
 

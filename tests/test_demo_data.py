@@ -1,4 +1,4 @@
-"""Tests of ofa_cn/demo_data/: the seeded demo dataset and the scene/OCR functions behind it."""
+"""Tests of ofa_cn/demo/data/: the seeded demo dataset and the scene/OCR functions behind it."""
 
 import base64
 import hashlib
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ofa_cn import demo_data
-from ofa_cn.demo_data.scenes import OBJECT_SIZE
-from ofa_cn.demo_data import (
+from ofa_cn.demo import data as demo_data
+from ofa_cn.demo.data.scenes import OBJECT_SIZE
+from ofa_cn.demo.data import (
     CHARACTERS,
     COLOURS,
     OCR_SIZE,
@@ -140,7 +140,7 @@ def test_write_split_skips_images_already_seen(tmp_path):
 
 def test_complete_dataset_is_not_rewritten(dataset, caplog):
     before = {p.name: p.stat().st_mtime_ns for p in dataset.iterdir()}
-    with caplog.at_level(logging.INFO, logger="ofa_cn.demo_data"):
+    with caplog.at_level(logging.INFO, logger="ofa_cn.demo.data"):
         generate_dataset(dataset, seed=3, counts=COUNTS, workers=1)
     assert "already holds a complete demo dataset" in caplog.text
     assert before == {p.name: p.stat().st_mtime_ns for p in dataset.iterdir()}

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ofa_cn.checkpoint import CheckpointError, load_exported
-from ofa_cn.demo_pretrained import (MAX_SHIPPED_BYTES, PRETRAINED_DIR, PRETRAINED_SHA256, sha256_of, verify,
+from ofa_cn.checkpoints.formats import CheckpointError, load_exported
+from ofa_cn.demo.pretrained import (MAX_SHIPPED_BYTES, PRETRAINED_DIR, PRETRAINED_SHA256, sha256_of, verify,
                                     write_finetune_start)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ofa_cn.cli import main as cli_main
-from ofa_cn.evaluate import evaluate
-from ofa_cn.loading import parse_task_args
+from ofa_cn.apps.cli import main as cli_main
+from ofa_cn.apps.evaluate import evaluate
+from ofa_cn.checkpoints.loading import parse_task_args
 from ofa_cn.tokenizer import get_tokenizer
 
 CAPTION_GEN = {"beam": 5, "max_len_b": 16, "min_len": 1, "no_repeat_ngram_size": 3}
@@ -94,7 +94,7 @@ def test_cli_ground(golden_checkpoint, golden_dir, golden_box, capsys):
     """The original's box, with no task argument: the caption checkpoint saved no max_image_size, so
     grounding uses its patch_image_size (256), as the original evaluation did (issue 17: it was 512,
     and boxes came out 2x too large)."""
-    from ofa_cn.loading import _log_once
+    from ofa_cn.checkpoints.loading import _log_once
 
     _log_once.cache_clear()  # the choice is logged once per process; another test may have made it
     image = str(golden_dir / "image_real.png")

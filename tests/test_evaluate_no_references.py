@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ofa_cn.data.errors import DataError
-from ofa_cn.evaluate import evaluate
+from ofa_cn.apps.evaluate import evaluate
 from ofa_cn.tokenizer import get_tokenizer
 
 CAPTION_GEN = {"beam": 5, "max_len_b": 16, "min_len": 1, "no_repeat_ngram_size": 3}
@@ -30,7 +30,7 @@ def test_caption_split_without_references(golden_checkpoint, golden_outputs, ima
     data = tmp_path / "caption_test.tsv"
     data.write_text(f"101\t{image}\t\n102\t{image}\t\n", encoding="utf-8")  # MUGE test: captions empty
     out = tmp_path / "out"
-    with caplog.at_level(logging.INFO, logger="ofa_cn.no_references"):
+    with caplog.at_level(logging.INFO, logger="ofa_cn.apps.no_references"):
         written = evaluate(golden_checkpoint, data, out, generation=CAPTION_GEN, progress=False,
                            command="python scripts/evaluate.py ...")
     length = int(golden_outputs["caption_gen_lengths"][REAL, 0])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from helpers import randomize_, tiny_config
-from ofa_cn.image_reliance import image_reliance, target_nll
+from ofa_cn.demo.image_reliance import image_reliance, target_nll
 from ofa_cn.model.ofa import OFAModel
 
 PAD = 1
@@ -68,7 +68,7 @@ def test_one_row_is_refused():
 
 
 def test_reliance_table_rows_follow_the_tasks():
-    from ofa_cn.report import reliance_table
+    from ofa_cn.demo.report import reliance_table
 
     pair = lambda own, other: {"own": own, "other": other}  # noqa: E731
     table = reliance_table({"untrained": {"caption": pair(10.4, 10.4), "ocr": pair(10.2, 10.25)},

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 import ofa_cn
-from ofa_cn.cli import main as cli_main
-from ofa_cn.inputs import ImageInputError, fetch_url, read_image
+from ofa_cn.apps.cli import main as cli_main
+from ofa_cn.apps.inputs import ImageInputError, fetch_url, read_image
 from photos import save_tiny_checkpoint, write_photos
 
 REPO = Path(__file__).resolve().parents[1]
@@ -219,7 +219,7 @@ def test_cli_decompression_bomb_is_a_one_line_error(checkpoints, files, capsys, 
 
 def _run_cli(*argv, env_extra=None):
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "ofa_cn.cli", *argv], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "ofa_cn.apps.cli", *argv], capture_output=True, text=True, env=env,
                           timeout=300)
 
 
@@ -263,7 +263,7 @@ def test_progress_bar(captioner, files, capsys):
 
 def test_help_and_score_import_neither_torch_nor_fairseq():
     code = ("import sys, contextlib, io\n"
-            "from ofa_cn.cli import main\n"
+            "from ofa_cn.apps.cli import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    try:\n        main(['--help'])\n    except SystemExit:\n        pass\n"
             "print(sorted(m for m in ('torch', 'fairseq') if m in sys.modules))\n")

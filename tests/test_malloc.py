@@ -19,7 +19,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 # faults per round after the first (a 64 MiB block is 16,384 pages of 4 KiB).
 FAULTS_PER_ROUND = textwrap.dedent("""
     import ctypes, resource, sys
-    from ofa_cn.malloc import keep_freed_memory
+    from ofa_cn.train.malloc import keep_freed_memory
     if sys.argv[1] == "keep":
         assert keep_freed_memory()
     libc = ctypes.CDLL(None)

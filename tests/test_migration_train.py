@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from helpers import randomize_, tiny_config
-from ofa_cn.cli import main
+from ofa_cn.apps.cli import main
 from ofa_cn.model.ofa import OFAModel
-from ofa_cn.modelscope import export_modelscope
+from ofa_cn.checkpoints.modelscope import export_modelscope
 from test_train_e2e import TINY_MODEL, data, final_state, run, train_cmd  # noqa: F401  (data: fixture)
 
 pytestmark = pytest.mark.slow

@@ -26,9 +26,9 @@ from PIL import Image
 
 from conftest import IN_CI
 from helpers import randomize_, tiny_config
-from ofa_cn.checkpoint import CheckpointError, convert_checkpoint, load_pretrained
+from ofa_cn.checkpoints.formats import CheckpointError, convert_checkpoint, load_pretrained
 from ofa_cn.model.ofa import OFAModel
-from ofa_cn.modelscope import (KEY_TABLE, ModelScopeError, config_from_modelscope, export_modelscope,
+from ofa_cn.checkpoints.modelscope import (KEY_TABLE, ModelScopeError, config_from_modelscope, export_modelscope,
                                from_modelscope_key, modelscope_config, modelscope_vocab, read_modelscope,
                                to_modelscope_key)
 from ofa_cn.tokenizer import get_tokenizer
@@ -160,7 +160,7 @@ def test_vocab_mismatch_names_the_line(tmp_path):
     lines = modelscope_vocab()
     lines[500] = "not-a-piece"
     (tmp_path / "vocab.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    from ofa_cn.modelscope import check_vocab
+    from ofa_cn.checkpoints.modelscope import check_vocab
 
     with pytest.raises(ModelScopeError, match=r"line 501 is 'not-a-piece'"):
         check_vocab(tmp_path / "vocab.txt")
@@ -262,7 +262,7 @@ def test_export_refuses_what_modelscope_cannot_build(tmp_path):
 
 # ---- generation -----------------------------------------------------------------------------
 def _ours_generate(model, task_name, src, images, masks, **gen):
-    from ofa_cn.loading import setup_task
+    from ofa_cn.checkpoints.loading import setup_task
 
     # max_image_size as ModelScope's default (a config without it now falls back to patch_image_size)
     task = setup_task({"_name": task_name, "patch_image_size": 64, "max_image_size": 512}, task_name)
@@ -311,8 +311,8 @@ def test_beam_search_tokens_and_boxes_equal(ms, tmp_path):
 
 
 def test_predictor_and_cli_take_a_modelscope_folder(ms, tmp_path, capsys):
-    from ofa_cn.cli import main
-    from ofa_cn.inference import Predictor
+    from ofa_cn.apps.cli import main
+    from ofa_cn.apps.inference import Predictor
 
     _, folder = ms_folder(ms, tmp_path, beam_search={"beam_size": 2, "max_len_b": 3})
     image = tmp_path / "a.png"

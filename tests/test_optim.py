@@ -11,7 +11,7 @@ import torch
 from fairseq import optim
 from omegaconf import OmegaConf
 
-from ofa_cn.optim import FusedFairseqAdam
+from ofa_cn.train.optim import FusedFairseqAdam
 
 OPTIONS = dict(lr=[3e-2], adam_betas="(0.9, 0.98)", adam_eps=1e-3, weight_decay=0.05, tpu=False)
 

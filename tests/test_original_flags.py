@@ -20,7 +20,7 @@ from fairseq.optim import FairseqOptimizer
 from fairseq.optim.lr_scheduler import build_lr_scheduler
 
 from conftest import REPO
-from ofa_cn.lr_schedule import PolynomialDecayWithRatio, note_train_batches, warmup_plan
+from ofa_cn.train.lr_schedule import PolynomialDecayWithRatio, note_train_batches, warmup_plan
 from ofa_cn.model.config import FIXED_OPTIONS, config_for_arch
 
 # Model switches every released script passes (always on in OFA-CN).

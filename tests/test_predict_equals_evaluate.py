@@ -15,8 +15,8 @@ import json
 import pytest
 from PIL import Image, ImageOps
 
-from ofa_cn.cli import main as cli_main
-from ofa_cn.evaluate import evaluate
+from ofa_cn.apps.cli import main as cli_main
+from ofa_cn.apps.evaluate import evaluate
 from photos import save_tiny_checkpoint, write_photos
 
 GENERATION = ["--beam", "3", "--max-len-b", "6"]  # short, so the golden model's OCR stays fast

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ofa_cn.report import PRED_BOX, TRUE_BOX, plot_curves, results_table, write_html
+from ofa_cn.demo.report import PRED_BOX, TRUE_BOX, plot_curves, results_table, write_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None and os.environ.get("CI") != "true",

@@ -1,4 +1,4 @@
-"""ofa_cn/scst.py and scripts/build_cider_df.py: the SCST loss, the df cache, one criterion step."""
+"""ofa_cn/train/scst.py and scripts/build_cider_df.py: the SCST loss, the df cache, one criterion step."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import pytest
 import torch
 from fairseq import metrics
 
-import ofa_cn.scst  # noqa: F401  (registers scst_reward_criterion; the package may not import it yet)
+import ofa_cn.train.scst  # noqa: F401  (registers scst_reward_criterion; the package may not import it yet)
 from helpers import randomize_, tiny_config
 from ofa_cn.metrics.caption import char_tokens
 from ofa_cn.metrics.cider import build_document_frequency, cider_d
 from ofa_cn.model.ofa import OFAModel
-from ofa_cn.scst import ScstRewardCriterion, load_document_frequency, scst_loss
+from ofa_cn.train.scst import ScstRewardCriterion, load_document_frequency, scst_loss
 from ofa_cn.tasks.caption import CaptionConfig, CaptionTask
 
 REPO = Path(__file__).resolve().parents[1]

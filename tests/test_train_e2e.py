@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ofa_cn.evaluate import evaluate
+from ofa_cn.apps.evaluate import evaluate
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -35,7 +35,7 @@ TASKS = {  # task -> (data prefix, validation flags, best metric)
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from ofa_cn.demo_data import generate_dataset
+    from ofa_cn.demo.data import generate_dataset
 
     out = tmp_path_factory.mktemp("data")
     generate_dataset(out, seed=3, counts={"train": 8, "valid": 4, "test": 4}, workers=1)

@@ -17,7 +17,7 @@ One path from picture to model input: each dataset's ``build_inputs`` (image + t
 ``patch_image``, ``patch_mask`` and what maps the answer back, e.g. resize ratios) calls its task's
 pure function (``caption_inputs``, ``grounding_inputs``, ``ocr_inputs``). ``build_sample`` adds the
 answer to it for training and evaluation; ``inference_sample`` is the same without an answer, for
-images given directly (``ofa_cn.inference.Predictor``), through a dataset built by the task from
+images given directly (``ofa_cn.apps.inference.Predictor``), through a dataset built by the task from
 ``NoRows``, so that both read the same settings.
 """
 

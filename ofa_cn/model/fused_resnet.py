@@ -11,7 +11,7 @@ ReLU or the add. Results equal the plain path's up to float rounding (relative L
 The folded weights are plain channels-last tensors, all in one anonymous memory mapping of
 their own. oneDNN's packed layout (`_reorder_convolution_weight`) would save the weight reorder
 of each call, but its tensors live on malloc's heap among the model's freed blocks (the tasks
-keep freed memory for reuse, `ofa_cn/malloc.py`), and where they land changes what the rest of
+keep freed memory for reuse, `ofa_cn/train/malloc.py`), and where they land changes what the rest of
 the model can reuse: peak memory then varied from run to run by more than the weights' own size
 (so did that of plain folded weights on the heap). In a mapping of their own the folded weights
 cost about their size in every run, and go back to the system when the cache is dropped.

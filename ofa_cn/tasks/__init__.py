@@ -2,10 +2,10 @@
 
 ``--user-dir ofa_cn`` imports it (fairseq imports a user dir's ``tasks/`` folder after the package),
 and ``ofa_cn.register()`` does in your own code. Besides the tasks below it registers the model
-(``ofa_cn.model.ofa``), the criteria (``ofa_cn.criterion``, ``ofa_cn.scst``), the optimizer
-(``ofa_cn.optim``) and the original's ``--warmup-ratio`` for ``polynomial_decay`` (``ofa_cn.lr_schedule``), and lets ``torch.load(weights_only=True)`` (fairseq's loader too) read the
+(``ofa_cn.model.ofa``), the criteria (``ofa_cn.train.criterion``, ``ofa_cn.train.scst``), the optimizer
+(``ofa_cn.train.optim``) and the original's ``--warmup-ratio`` for ``polynomial_decay`` (``ofa_cn.train.lr_schedule``), and lets ``torch.load(weights_only=True)`` (fairseq's loader too) read the
 released checkpoints' ``argparse.Namespace``, and makes fairseq-train's checkpoint files
-crash-safe (``ofa_cn.training_checkpoints.install``: the one place where fairseq's own functions
+crash-safe (``ofa_cn.train.training_checkpoints.install``: the one place where fairseq's own functions
 are replaced).
 """
 
@@ -13,12 +13,12 @@ from ..fairseq_import import import_fairseq
 
 import_fairseq()  # first, so that fairseq's import leaves logging alone
 
-from ..checkpoint import allow_checkpoint_globals  # noqa: E402
+from ..checkpoints.formats import allow_checkpoint_globals  # noqa: E402
 
 allow_checkpoint_globals()
 
-from .. import criterion, lr_schedule, optim, scst  # noqa: E402,F401  (registration)
-from .. import training_checkpoints  # noqa: E402
+from ..train import criterion, lr_schedule, optim, scst  # noqa: E402,F401  (registration)
+from ..train import training_checkpoints  # noqa: E402
 from ..model import ofa  # noqa: E402,F401
 from .caption import CaptionTask  # noqa: E402
 from .grounding import RefcocoTask  # noqa: E402

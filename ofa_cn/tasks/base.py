@@ -20,8 +20,8 @@ from fairseq.tasks import FairseqTask
 from ..data.base import NoRows
 from ..data.tsv import TSVFile
 from ..generate import GENERATION_DEFAULTS, build_generator, check_generation_options, fixed_shape, generate
-from ..lr_schedule import note_train_batches
-from ..malloc import keep_freed_memory
+from ..train.lr_schedule import note_train_batches
+from ..train.malloc import keep_freed_memory
 from ..tokenizer import BOS, VOCAB_FILE, ChineseTokenizer, build_dictionary, vocab_sha256
 
 logger = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class OFATaskConfig(FairseqDataclass):
         "help": "give freed memory back to the OS at once (glibc's default). Off: freed memory is kept for "
                 "reuse, which saves the page faults of re-allocating large tensors every step (a large share of "
                 "a CPU train step at 480 px; the README's speed measurements) but holds the peak memory until "
-                "the process exits (ofa_cn/malloc.py)"})
+                "the process exits (ofa_cn/train/malloc.py)"})
     compile_layers: bool = field(default=False, metadata={
         "help": "torch.compile the image stem and every transformer layer (OFAModel.compile_layers). Off by "
                 "default: on a CPU it did not beat the default path (the README's speed measurements), and every "
@@ -146,7 +146,7 @@ class OFATask(FairseqTask):
 
     def inference_dataset(self):
         """The evaluation dataset without rows: its ``inference_sample`` turns images given directly
-        (``ofa_cn.inference.Predictor``) into samples with exactly the settings evaluation uses."""
+        (``ofa_cn.apps.inference.Predictor``) into samples with exactly the settings evaluation uses."""
         return self.build_dataset(NoRows(tuple(self.FIELDS)), "test", 1)
 
     def common_dataset_args(self, split: str, epoch: int) -> dict[str, Any]:

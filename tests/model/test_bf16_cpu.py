@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ofa_cn.checkpoint import load_pretrained
+from ofa_cn.checkpoints.formats import load_pretrained
 
 BF16_REL_TOL = 5e-2
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from helpers import randomize_, tiny_config
-from ofa_cn.checkpoint import load_pretrained
-from ofa_cn.criterion import label_smoothed_nll_loss
+from ofa_cn.checkpoints.formats import load_pretrained
+from ofa_cn.train.criterion import label_smoothed_nll_loss
 from ofa_cn.generate import build_generator, generate
 from ofa_cn.model.ofa import OFAModel
 from ofa_cn.tokenizer import build_dictionary

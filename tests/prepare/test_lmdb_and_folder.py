@@ -8,7 +8,7 @@ import json
 import lmdb
 import pytest
 
-from ofa_cn.cli import main
+from ofa_cn.apps.cli import main
 from ofa_cn.data.ocr import OCRDataset
 from ofa_cn.data.tsv import TSVFile
 from ofa_cn.prepare import folder

@@ -329,7 +329,7 @@ def write_fault(code: int) -> Callable:
     """save_atomically over an existing complete file while the write fails with `code`."""
 
     def run(tmp_path: Path, env: dict) -> Outcome:
-        from ofa_cn import training_checkpoints as tc
+        from ofa_cn.train import training_checkpoints as tc
 
         target = env["path"] = tmp_path / "checkpoint_last.pt"
         torch.save({"model": torch.ones(3)}, target)
@@ -354,7 +354,7 @@ def write_fault(code: int) -> Callable:
 
 
 def read_only_save_dir(tmp_path: Path, env: dict) -> Outcome:
-    from ofa_cn import training_checkpoints as tc
+    from ofa_cn.train import training_checkpoints as tc
 
     env["path"] = tmp_path
     real = tc.write_atomically
@@ -376,12 +376,12 @@ def kill_during_save(step: int) -> Callable:
     """A process saving over a complete checkpoint kills itself (SIGKILL) at `step` of the write."""
 
     def run(tmp_path: Path, env: dict) -> Outcome:
-        from ofa_cn.training_checkpoints import unreadable_reason
+        from ofa_cn.train.training_checkpoints import unreadable_reason
 
         target = env["path"] = tmp_path / "checkpoint_last.pt"
         torch.save({"model": torch.ones(3)}, target)
         code = ("import sys; sys.path.insert(0, sys.argv[1]); import kill_during_save, torch; "
-                "from ofa_cn.training_checkpoints import save_atomically; "
+                "from ofa_cn.train.training_checkpoints import save_atomically; "
                 "save_atomically({'model': torch.zeros(100000)}, sys.argv[2])")
         proc = subprocess.run([sys.executable, "-c", code, str(HERE), str(target)], capture_output=True, text=True,
                               env={**os.environ, "OFA_CN_KILL_AT": str(step)}, timeout=120)
@@ -396,7 +396,7 @@ def kill_during_save(step: int) -> Callable:
 
 
 def truncated_checkpoint(tmp_path: Path, env: dict) -> Outcome:
-    from ofa_cn.training_checkpoints import unreadable_reason
+    from ofa_cn.train.training_checkpoints import unreadable_reason
 
     path = env["path"] = tmp_path / "checkpoint_last.pt"
     torch.save({"model": torch.zeros(10000)}, path)
@@ -405,7 +405,7 @@ def truncated_checkpoint(tmp_path: Path, env: dict) -> Outcome:
 
 
 def convert_into_non_empty(tmp_path: Path, env: dict) -> Outcome:
-    from ofa_cn.cli import main
+    from ofa_cn.apps.cli import main
 
     out = env["path"] = tmp_path / "exported"
     out.mkdir()

@@ -15,7 +15,7 @@ import pytest
 import torch
 from test_train_e2e import fairseq_train, final_state, run, train_cmd
 
-from ofa_cn.training_checkpoints import unreadable_reason
+from ofa_cn.train.training_checkpoints import unreadable_reason
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs Linux /proc")]
 HERE = Path(__file__).resolve().parent
@@ -30,7 +30,7 @@ KILL_SCHEDULE = (5, 7, 2, 8, 3, 6, 1, 4, 11)
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from ofa_cn.demo_data import generate_dataset
+    from ofa_cn.demo.data import generate_dataset
 
     out = tmp_path_factory.mktemp("data")
     generate_dataset(out, seed=3, counts={"train": 8, "valid": 4, "test": 4}, workers=1)
@@ -112,7 +112,7 @@ def test_full_disk_removes_the_partial_file_and_says_so(data, tmp_path):
     """150 MB: checkpoint_1_1.pt (~100 MB) fits, its copy to checkpoint_last.pt does not."""
     with small_tmpfs(tmp_path / "disk", "150m") as save_dir:
         lines = train_and_fail(train_cmd("caption", data, save_dir, *SAVE_EVERY_UPDATE, max_update=2), tmp_path)
-        assert lines[-1].startswith("ofa_cn.training_checkpoints.CheckpointWriteError: [Errno 28] no space left "
+        assert lines[-1].startswith("ofa_cn.train.training_checkpoints.CheckpointWriteError: [Errno 28] no space left "
                                     f"on device while writing {save_dir / 'checkpoint_last.pt'}; the partial file "
                                     "was removed"), lines[-1]
         assert sum("Traceback" in line for line in lines) == 1  # fairseq's three retries are gone
@@ -123,7 +123,7 @@ def test_full_disk_removes_the_partial_file_and_says_so(data, tmp_path):
 def test_read_only_save_dir_is_reported_before_training(data, tmp_path):
     with small_tmpfs(tmp_path / "ro", "1m", read_only=True) as save_dir:
         lines = train_and_fail(train_cmd("caption", data, save_dir, *SAVE_EVERY_UPDATE, max_update=2), tmp_path)
-        assert lines[-1] == (f"ofa_cn.training_checkpoints.CheckpointWriteError: [Errno 30] cannot write checkpoints "
+        assert lines[-1] == (f"ofa_cn.train.training_checkpoints.CheckpointWriteError: [Errno 30] cannot write checkpoints "
                              f"to --save-dir {save_dir}: Read-only file system. Choose a folder you can write to "
                              "(checkpoint.save_dir)."), lines[-1]
         assert not any("begin training" in line for line in lines)

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 
-from .checkpoint import EXPORT_CONFIG, EXPORT_WEIGHTS, CheckpointError, export_checkpoint, read_exported
+from ..checkpoints.formats import EXPORT_CONFIG, EXPORT_WEIGHTS, CheckpointError, export_checkpoint, read_exported
 
-PRETRAINED_DIR = Path(__file__).resolve().parent / "assets" / "demo_pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "assets" / "demo_pretrained"
 # sha256 of PRETRAINED_DIR/model.safetensors; README.md quotes it (a test keeps the two equal)
 PRETRAINED_SHA256 = "16796c20f43b7c63f1da2478073abd8160fac20d02d1cc6a152286590250f7fd"
 MAX_SHIPPED_BYTES = 25 * 1024 * 1024  # what the repository is willing to carry
@@ -66,7 +66,7 @@ def verify(folder: str | Path = PRETRAINED_DIR, expected: str = PRETRAINED_SHA25
                               "make them with `python scripts/demo.py --pretrain`.")
     found = sha256_of(weights)
     if found != expected:
-        raise CheckpointError(f"{weights} has sha256 {found}, expected {expected} (ofa_cn/demo_pretrained.py "
+        raise CheckpointError(f"{weights} has sha256 {found}, expected {expected} (ofa_cn/demo/pretrained.py "
                               "PRETRAINED_SHA256 and the README). The file was changed or only partly written; "
                               f"restore it with `git checkout -- {folder}`, or after `scripts/demo.py --pretrain` "
                               "put the new sha256 in both places.")

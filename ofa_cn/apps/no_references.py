@@ -18,8 +18,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .data.errors import DataError
-from .data.tsv import TSVFile
+from ..data.errors import DataError
+from ..data.tsv import TSVFile
 
 logger = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import torch
 
-from .fairseq_import import import_fairseq
+from ..fairseq_import import import_fairseq
 
 import_fairseq()  # first: the model and the tasks import fairseq, whose own import would configure logging
 
-from .checkpoint import load_pretrained  # noqa: E402
+from .formats import load_pretrained  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@
 Each ``score`` command prints one JSON object on stdout. Bad input (a missing field, bad JSON,
 a box that is not 4 numbers, ids that do not match) prints an error naming the file, line and
 field on stderr and exits with status 2. An IMAGE is a file, a directory, a glob or a URL; the
-model commands answer through ``ofa_cn.inference.Predictor``, batch by batch.
+model commands answer through ``ofa_cn.apps.inference.Predictor``, batch by batch.
 
 Every command is one ``_run_*`` function registered in ``build_parser`` with
 ``set_defaults(run=...)``; commands that need the model import it (torch, fairseq) inside their
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .jsonl import JsonlError, read_jsonl, read_records, rows_by_id
-from .metrics import grounding_accuracy, ocr_scores, score_captions
+from ..metrics import grounding_accuracy, ocr_scores, score_captions
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # anything unexpected while running: a bug, out of memory, a CUDA error
@@ -132,7 +132,7 @@ def _generation(args: argparse.Namespace) -> dict[str, Any]:
 
 def _predict(args: argparse.Namespace, command: str, images: list[str], texts: list[str | None]):
     """Check every input, then load the checkpoint; the answers as they come (``Predictor.iter_answers``)."""
-    from .loading import parse_task_args
+    from ..checkpoints.loading import parse_task_args
 
     task_args = parse_task_args(args.task_arg)
     if not Path(args.checkpoint).exists():
@@ -148,7 +148,7 @@ def _predict(args: argparse.Namespace, command: str, images: list[str], texts: l
 def _row(args: argparse.Namespace, key: str, image: str, text: str | None, answer: Any) -> dict[str, Any]:
     value, score = (answer[key], answer["score"]) if args.scores else (answer, None)
     if key == "box":
-        from .tasks.grounding import BOX_DECIMALS  # as in evaluation's predictions.jsonl
+        from ..tasks.grounding import BOX_DECIMALS  # as in evaluation's predictions.jsonl
 
         value = [round(v, BOX_DECIMALS) for v in value]
     row = {"image": image, **({"text": text} if text is not None else {}), key: value}
@@ -203,7 +203,7 @@ def _run_ocr(args: argparse.Namespace) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> dict[str, Any]:
-    from .checkpoint import convert_checkpoint
+    from ..checkpoints.formats import convert_checkpoint
 
     out = convert_checkpoint(args.checkpoint_in, args.out_dir, args.format, overwrite=args.overwrite)
     return {"exported": str(out)}
@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--overwrite", action="store_true", help="replace the files of a non-empty OUT")
     _add_verbose(convert)
     convert.set_defaults(run=_run_convert)
-    from .prepare.cli import add_prepare_command  # ofa-cn prepare muge|refcoco|lmdb|folder (ofa_cn/prepare/)
+    from ..prepare.cli import add_prepare_command  # ofa-cn prepare muge|refcoco|lmdb|folder (ofa_cn/prepare/)
 
     add_prepare_command(commands)
     return parser
@@ -400,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         files = f" (--pred {args.pred}, --ref {args.ref})" if hasattr(args, "ref") else ""
         return _fail(args, f"{e}{files}")
     except Exception as e:  # noqa: BLE001 - anything else is reported in one line, with its type
-        from .checkpoint import CheckpointError
+        from ..checkpoints.formats import CheckpointError
 
         if isinstance(e, CheckpointError):  # a refused or mismatched checkpoint: bad input
             return _fail(args, f"argument --checkpoint: {e}" if hasattr(args, "checkpoint") else str(e))

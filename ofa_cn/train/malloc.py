@@ -50,5 +50,5 @@ def keep_freed_memory() -> bool:
     if mallopt(M_MMAP_MAX, 0) != 1 or mallopt(M_TRIM_THRESHOLD, -1) != 1:
         return False
     _applied = True
-    logger.info("glibc malloc: freed memory is kept for reuse (no mmap, no trim); see ofa_cn/malloc.py")
+    logger.info("glibc malloc: freed memory is kept for reuse (no mmap, no trim); see ofa_cn/train/malloc.py")
     return True

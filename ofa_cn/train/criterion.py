@@ -31,7 +31,7 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
-from .generate import mask_outside_range, parse_constraint_range
+from ..generate import mask_outside_range, parse_constraint_range
 
 CONSTRAINED_EPS = 1e-6  # the original adds this to eps_i when a range is set
 

@@ -32,10 +32,10 @@ from typing import Any, Mapping
 
 import torch
 
-from .checkpoint import CheckpointError, build_loaded, derived_buffers
-from .model.config import OFAConfig
-from .model.positions import IMAGE_CODE_PAD_COUNT, decoder_image_position_table
-from .tokenizer import (DEFAULT_CODE_DICT_SIZE, DEFAULT_NUM_BINS, SPECIAL_SYMBOLS, _as_dict_symbol, read_vocab)
+from .formats import CheckpointError, build_loaded, derived_buffers
+from ..model.config import OFAConfig
+from ..model.positions import IMAGE_CODE_PAD_COUNT, decoder_image_position_table
+from ..tokenizer import (DEFAULT_CODE_DICT_SIZE, DEFAULT_NUM_BINS, SPECIAL_SYMBOLS, _as_dict_symbol, read_vocab)
 
 logger = logging.getLogger(__name__)
 
@@ -242,16 +242,16 @@ def task_config_from_configuration(conf: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _task_prompt(task: str | None) -> str | None:
-    from .data.caption import CaptionDataset
-    from .data.grounding import GroundingDataset
-    from .data.ocr import OCRDataset
+    from ..data.caption import CaptionDataset
+    from ..data.grounding import GroundingDataset
+    from ..data.ocr import OCRDataset
 
     return {"caption": CaptionDataset.PROMPT, "ocr": OCRDataset.PROMPT,
             "refcoco": GroundingDataset.PROMPT_TEMPLATE}.get(task)
 
 
 def _check_prompt(task: str | None, prompt: str) -> None:
-    from .tokenizer import get_tokenizer
+    from ..tokenizer import get_tokenizer
 
     ours = _task_prompt(task)
     if ours is None:
@@ -329,7 +329,7 @@ def state_dict_to_modelscope(sd: Mapping[str, torch.Tensor], cfg: OFAConfig) -> 
     idx = out[IMAGE_POSITION_IDX]
     out[IMAGE_POSITION_IDX] = idx[: len(idx) - (IMAGE_CODE_PAD_COUNT - MODELSCOPE_IMAGE_CODE_PAD_COUNT)].clone()
     if cfg.freeze_resnet:  # FrozenBatchNorm2d has no step counter; ModelScope's BatchNorm2d does (unused in eval)
-        from .model.ofa import OFAModel
+        from ..model.ofa import OFAModel
 
         with torch.device("meta"):
             keys = OFAModel.from_config(cfg.replace(freeze_resnet=False)).state_dict().keys()

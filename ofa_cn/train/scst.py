@@ -39,9 +39,9 @@ from fairseq.data import data_utils
 from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
-from .generate import mask_outside_range, parse_constraint_range
-from .metrics.caption import char_tokens
-from .metrics.cider import NGram, build_document_frequency, cider_d
+from ..generate import mask_outside_range, parse_constraint_range
+from ..metrics.caption import char_tokens
+from ..metrics.cider import NGram, build_document_frequency, cider_d
 
 logger = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from .fairseq_import import import_fairseq
+from ..fairseq_import import import_fairseq
 
 import_fairseq()  # first: fairseq's own import would configure logging (scripts/evaluate.py's basicConfig)
 
-from .generate import check_generation_options  # noqa: E402
-from .loading import load_for_task  # noqa: E402
+from ..generate import check_generation_options  # noqa: E402
+from ..checkpoints.loading import load_for_task  # noqa: E402
 from .no_references import PlaceholderReferences, lacks_references, write_predictions_only  # noqa: E402
 
 logger = logging.getLogger(__name__)

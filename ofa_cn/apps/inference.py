@@ -21,12 +21,12 @@ from typing import Any, Iterator, Sequence
 import torch
 from tqdm import tqdm
 
-from .fairseq_import import import_fairseq
+from ..fairseq_import import import_fairseq
 
 import_fairseq()  # first: the datasets import fairseq, whose own import would configure logging
 
 from .inputs import ImageInput, describe, read_image  # noqa: E402
-from .loading import check_task, load_model, setup_task  # noqa: E402
+from ..checkpoints.loading import check_task, load_model, setup_task  # noqa: E402
 
 # command (method) -> the fairseq task that answers it
 COMMAND_TASKS = {"caption": "caption", "ground": "refcoco", "ocr": "ocr"}
@@ -122,7 +122,7 @@ class Predictor:
         """A Chinese caption for each image (a str, or a list for a list).
 
         Args:
-            images: one input or a list (see ``ofa_cn.inputs.ImageInput``).
+            images: one input or a list (see ``ofa_cn.apps.inputs.ImageInput``).
             options: batch_size (default 8), return_scores (answers as {"caption", "score"}),
                 progress (a tqdm bar; default: shown on a terminal for more than one batch), and
                 the generator's settings (beam, max_len_b, no_repeat_ngram_size, ...; default: the

@@ -1,6 +1,6 @@
 """Does a model look at the picture? Its loss with each row's own image against another row's image.
 
-    from ofa_cn.image_reliance import image_reliance_on_data
+    from ofa_cn.demo.image_reliance import image_reliance_on_data
     image_reliance_on_data("demo_out/run/checkpoint_last.pt", {"ocr": "demo_out/data/ocr_test.tsv"})
     # {'ocr': {'own': 3.735, 'other': 4.388, 'rows': 64, 'tokens': 335}}
 
@@ -58,7 +58,7 @@ def image_reliance_on_data(checkpoint: str | Path, data: dict[str, str | Path], 
     """
     from fairseq.utils import apply_to_sample
 
-    from .loading import load_model, setup_task
+    from ..checkpoints.loading import load_model, setup_task
 
     model = load_model(checkpoint, device=device)
     results = {}

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 import torch
 
-from .model.config import ARCHITECTURES, MAX_POSITION_BUCKETS, OFAConfig, check_saved_options, config_for_arch
+from ..model.config import MAX_POSITION_BUCKETS, OFAConfig, check_saved_options, config_from_options
 
 logger = logging.getLogger(__name__)
 
@@ -133,16 +133,14 @@ def saved_task_config(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def model_config(state: Mapping[str, Any]) -> OFAConfig:
-    """OFAConfig of a loaded checkpoint (saved values win over the architecture preset)."""
+    """OFAConfig of a loaded checkpoint (`config_from_options`: saved values win over the architecture preset)."""
     args = saved_model_args(state)
     try:
         check_saved_options(args)
     except ValueError as e:
         raise CheckpointError(str(e)) from None
-    arch = args.get("arch") or args.get("_name") or "ofa_cn_base"
-    base = config_for_arch(arch) if arch in ARCHITECTURES else OFAConfig()
     vocab = state["model"]["encoder.embed_tokens.weight"].shape[0]
-    return OFAConfig.from_mapping({**args, "vocab_size": vocab}, base=base)
+    return config_from_options(args, vocab_size=vocab)
 
 
 def check_state_dict(state_dict: Mapping[str, torch.Tensor], model: torch.nn.Module, source: str) -> None:
@@ -196,7 +194,7 @@ def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device
 def build_loaded(cfg: OFAConfig, state_dict: Mapping[str, torch.Tensor], source: str,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
     """An `OFAModel` of `cfg` with `state_dict` loaded strictly, on `device` in `dtype`, in eval mode."""
-    from .model.ofa import OFAModel  # the fairseq-facing class; imported here to keep this module light
+    from ..model.ofa import OFAModel  # the fairseq-facing class; imported here to keep this module light
 
     model = OFAModel.from_config(cfg)
     load_weights(model, state_dict, source)
@@ -274,7 +272,7 @@ def convert_checkpoint(path: str | Path, out: str | Path, fmt: str = "safetensor
 
 def derived_buffers(cfg: OFAConfig) -> dict[str, torch.Tensor]:
     """DERIVED_BUFFERS as the config builds them (the model's own tables, without building it)."""
-    from .model.positions import image_bucket_table, token_bucket_table
+    from ..model.positions import image_bucket_table, token_bucket_table
 
     token = token_bucket_table(cfg.token_bucket_size, MAX_POSITION_BUCKETS)
     image = image_bucket_table(cfg.image_bucket_size)

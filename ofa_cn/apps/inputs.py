@@ -17,7 +17,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .data.image import to_rgb
+from ..data.image import to_rgb
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray, bytes]
 URL_SCHEMES = ("http://", "https://")
