@@ -10,7 +10,8 @@ softmax(q k^T s + bias) v attention and every speed-up of `ofa_cn.model` switche
 `reference_path`). Both paths start from the same seeded weights and batch; the table shows
 median/min/max seconds over --reps repetitions after warm-up, throughput, peak memory (peak RSS
 on CPU, torch.cuda.max_memory_allocated on GPU), the time ratio default/reference, whether both
-paths computed the same thing, and the original OFA's numbers on the same 2-core CPU class.
+paths computed the same thing. Ratios are only ever between paths timed in the same run (the
+original OFA's numbers from another day are not a same-run comparison; see README, speed).
 A shared VM drifts by tens of percent within minutes; `--rounds N` runs each pair N times, the
 path that goes first alternating, pools each path's repetitions and prints the ratio per round.
 
@@ -68,19 +69,6 @@ QUICK_SIZES = dict(resnet_type="resnet50", encoder_embed_dim=128, decoder_embed_
                    encoder_attention_heads=4, decoder_attention_heads=4, encoder_layers=2, decoder_layers=2)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16, SXM
 
-# The original OFA (OFA-Sys/OFA @a36b91c) on this 2-core CPU class, torch 2.13 CPU, 2 threads:
-# (arch, workload, batch, image size) -> (median seconds, peak RSS GiB or None).
-ORIGINAL = {
-    ("ofa_cn_base", "train", 4, 256): (4.57, 4.3),
-    ("ofa_cn_base", "train", 4, 480): (30.5, 9.2),
-    ("ofa_cn_base", "forward", 4, 256): (1.36, 1.4),
-    ("ofa_cn_base", "generate", 1, 256): (1.67, 1.3),
-    ("ofa_cn_base", "generate", 4, 256): (4.59, 1.6),
-    (QUICK_ARCH, "train", 4, 256): (0.96, None),
-    (QUICK_ARCH, "forward", 4, 256): (0.27, None),
-    (QUICK_ARCH, "generate", 1, 256): (0.27, None),
-    (QUICK_ARCH, "generate", 4, 256): (0.55, None),
-}
 PATHS = ("default", "reference")
 _BUILT: dict[str, OFAModel] = {}  # CPU copies of the models built so far (GPU runs only)
 
@@ -406,17 +394,14 @@ def report(results: list[dict[str, Any]], peak: float | None) -> list[dict[str, 
           f"threads {first['num_threads']}, compile {first['compile']}, reps {first['reps']} after "
           f"{first['warmup']} warm-up; seconds per call (generate: per batch)")
     header = (f"{'arch':12} {'workload':8} {'b':>2} {'px':>4} {'path':9} {'median':>7} {'min':>7} {'max':>7} "
-              f"{'thru/s':>7} {'peakGiB':>7} {'TF/s':>6} {'MFU':>6} {'load':>7} | {'def/ref':>7} {'agree':>18} "
-              f"| {'orig s':>6} {'vs orig':>7} {'mem/orig':>8}")
+              f"{'thru/s':>7} {'peakGiB':>7} {'TF/s':>6} {'MFU':>6} {'load':>7} | {'def/ref':>7} {'agree':>18} |")
     print(header)
     print("-" * len(header))
     by_key: dict[tuple, dict[str, dict]] = {}
     for r in results:
         by_key.setdefault((r["arch"], r["workload"], r["batch"], r["size"]), {})[r["path"]] = r
-    cpu_fp32 = first["device"] == "cpu" and first["dtype"] == "fp32"
     rows = []
     for key, paths in by_key.items():
-        orig = ORIGINAL.get(key) if cpu_fp32 else None
         row: dict[str, Any] = dict(zip(("arch", "workload", "batch", "size"), key))
         d, ref = paths.get("default"), paths.get("reference")
         if d is not None and ref is not None:
@@ -435,18 +420,9 @@ def report(results: list[dict[str, Any]], peak: float | None) -> list[dict[str, 
                 line += f" {row['default_over_reference']:7.2f} {row['agreement']:>18} |"
             else:
                 line += f" {'':7} {'':18} |"
-            if orig is not None:
-                o_time, o_mem = orig
-                # same batch, so the throughput ratio ours/original is original time / our time
-                row[f"{name}_vs_original"] = o_time / r["median"]
-                line += f" {o_time:6.2f} {o_time / r['median']:6.2f}x"
-                if o_mem:
-                    row[f"{name}_memory_vs_original"] = r["peak_memory_gib"] / o_mem
-                    line += f" {r['peak_memory_gib'] / o_mem:8.2f}"
             print(line)
         rows.append(row)
-    print("def/ref: median time default / reference (< 1: default faster). vs orig: our throughput / the "
-          "original OFA's (same batch). load: 1-min load average before/after (> threads: timings skewed).")
+    print("def/ref: median time default / reference (< 1: default faster). load: 1-min load average before/after (> threads: timings skewed).")
     for row in rows:
         if "default_over_reference_by_round" in row:
             ratios = row["default_over_reference_by_round"]
