@@ -31,6 +31,7 @@ from fairseq.dataclass.initialize import add_defaults, hydra_init
 from fairseq.dataclass.utils import omegaconf_no_object_check
 from fairseq.tasks import TASK_REGISTRY
 from ofa_cn.model.config import OFAConfig, config_for_arch
+from ofa_cn.model.ofa import OFAModelConfig
 
 # Hydra warns that merging a YAML over fairseq's schema of the same name is deprecated; it is how
 # fairseq-hydra-train works.
@@ -46,7 +47,6 @@ TINY_MODEL = ["++model.resnet_type=resnet10", "++model.encoder_embed_dim=24", "+
               "++model.encoder_attention_heads=3", "++model.decoder_attention_heads=3",
               "++model.encoder_layers=2", "++model.decoder_layers=1", "task.patch_image_size=64"]
 ENV_VALUE = re.compile(r"^\$\{oc\.env:(\w+)\}$")  # a required value that falls back to the environment
-EXTRA_MODEL_KEYS = {"_name", "freeze_encoder_embedding", "freeze_decoder_embedding"}  # read by build_model
 VALIDATION = {"caption": ("eval_cider", "cider"), "refcoco": ("eval_acc", "acc"), "ocr": ("eval_acc", "acc")}
 
 
@@ -205,9 +205,28 @@ def test_builds_task_model_criterion(path, built):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=CONFIG_IDS)
 def test_model_keys_are_known(path):
-    """`ofa` is a legacy model without a dataclass, so fairseq would silently ignore a misspelt key."""
-    unknown = set(raw_yaml(path).model) - OFAConfig.field_names() - EXTRA_MODEL_KEYS
-    assert not unknown, f"{path.name}: model keys {sorted(unknown)} are not OFAConfig fields"
+    """Every model key is an option of the registered model (OFAConfig's fields, and the freezing switches)."""
+    unknown = set(raw_yaml(path).model) - set(OFAModelConfig.__dataclass_fields__)
+    assert not unknown, f"{path.name}: model keys {sorted(unknown)} are not OFAModelConfig fields"
+    assert OFAConfig.field_names() - {"vocab_size", "pad"} <= set(OFAModelConfig.__dataclass_fields__)
+
+
+def test_a_misspelt_model_key_is_refused(tmp_path):
+    """`ofa` is registered with its dataclass, so hydra refuses a key it does not have instead of ignoring it."""
+    path = REPO / "configs" / "demo" / "demo.yaml"
+    with pytest.raises(Exception, match="Key 'encoder_layer' not in 'OFAModelConfig'"):
+        compose_config(path, stand_ins(path, tmp_path) + ["+model.encoder_layer=3"])
+
+
+def test_an_architecture_preset_fills_what_the_yaml_leaves_out(tmp_path):
+    """hydra merges OFAModelConfig (None = not given) first, so `_name: ofa_cn_large` still gives the large sizes."""
+    path = REPO / "configs" / "caption" / "muge_large_stage1.yaml"
+    cfg = compose_config(path, stand_ins(path, tmp_path))
+    assert cfg.model.encoder_layers is None and cfg.model.dropout == 0.1
+    with torch.device("meta"):
+        model = tasks.setup_task(cfg.task).build_model(cfg.model)
+    assert model.cfg == config_for_arch("ofa_cn_large", dropout=0.1, encoder_drop_path_rate=0.1,
+                                        decoder_drop_path_rate=0.1)
 
 
 RELEASED = [p for p in CONFIGS if p.parent.name != "demo"]

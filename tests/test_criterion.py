@@ -103,3 +103,15 @@ def test_batch_losses_are_averaged_over_the_updates_that_had_them():
         AdjustLabelSmoothedCrossEntropyCriterion.reduce_metrics(logs)
     values = agg.get_smoothed_values()
     assert values["loss_v1"] == 1.0 and values["loss_v2"] == 2.0
+
+
+def test_constraint_range_is_the_tasks():
+    """One `constraint_range` for generation and the loss: the criterion's default interpolates the task's."""
+    from omegaconf import OmegaConf
+
+    from ofa_cn.train.criterion import AdjustLabelSmoothedCrossEntropyConfig
+
+    cfg = OmegaConf.create({"task": {"constraint_range": "4,6"}, "optimization": {"sentence_avg": False},
+                            "criterion": OmegaConf.structured(AdjustLabelSmoothedCrossEntropyConfig)})
+    assert cfg.criterion.constraint_range == "4,6"
+    assert criterion(constraint_range=cfg.criterion.constraint_range).allowed == (4, 6)

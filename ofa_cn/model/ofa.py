@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-from typing import Any
+import typing
+from dataclasses import field
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
+from fairseq.dataclass import FairseqDataclass
 from fairseq.models import (FairseqEncoder, FairseqEncoderDecoderModel, FairseqIncrementalDecoder,
                             register_model, register_model_architecture)
 from torch import nn
 
-from .config import ARCHITECTURES, FIXED_OPTIONS, OFAConfig, check_saved_options, config_for_arch
+from .config import ARCHITECTURES, FIXED_OPTIONS, OFAConfig, check_saved_options, config_for_arch, config_from_options
 from .decoder import CACHE_KEY, Decoder
 from .embedding import TokenEmbedding
 from .encoder import Encoder, EncoderOutput
@@ -67,19 +70,64 @@ def init_bert_params(module: nn.Module) -> None:
             nn.init.zeros_(module.weight[module.padding_idx])
 
 
-# Command-line flags: every OFAConfig field, as --kebab-case. Booleans get --x / --no-x.
-_HELP = {
-    "resnet_type": "image stem: resnet18/34/50/101/152 (layer1..3 only)",
-    "scale_attn": "LayerNorm after every attention (released: on)",
-    "scale_fc": "LayerNorm inside every FFN (released: on)",
-    "scale_heads": "learned per-head attention output scale (released: on)",
-    "scale_resids": "learned residual scale (released: off)",
-    "disable_entangle": "do not add raw positions to the decoder input (released: on)",
-    "freeze_resnet": "FrozenBatchNorm2d in the image stem",
-}
+FROM_DICTIONARY = ("vocab_size", "pad")  # OFAConfig fields the task's dictionary sets, not an option
 
 
-@register_model("ofa")
+def _default_by_arch(name: str) -> str:
+    """How an option that is not given gets its value: 'not given, by --arch: 4 (ofa_tiny, ofa_medium); ...'
+    when the architectures differ, else 'default 1024'."""
+    by_value: dict[Any, list[str]] = {}
+    for arch, preset in ARCHITECTURES.items():
+        by_value.setdefault(preset.get(name, OFAConfig.__dataclass_fields__[name].default), []).append(arch)
+    if len(by_value) == 1:
+        value = next(iter(by_value))
+        return f"default {'on' if value else 'off'}" if isinstance(value, bool) else f"default {value!r}"
+    return "not given, by --arch: " + "; ".join(f"{v!r} ({', '.join(archs)})" for v, archs in by_value.items())
+
+
+def _model_options() -> list[tuple[str, Any, Any]]:
+    """The fields of OFAModelConfig: the model's command-line / YAML options.
+
+    Every OFAConfig field but the two the task's dictionary sets (vocab_size, pad) is Optional and
+    None by default: None means "not given, the architecture's value", which the `--arch` / `_name`
+    preset fills in (`_arch` below). fairseq's transformer keeps its presets on the command line by
+    leaving the dataclass defaults out of argparse (`gen_parser_from_dataclass(..., delete_default=True)`,
+    transformer_legacy.py), as `add_args` does here; but fairseq-hydra-train merges every dataclass
+    default into the YAML's model before the architecture function runs, so a real default here
+    would replace the preset (`_name: ofa_cn_large` would build base sizes). Then the original's
+    switches that OFA-CN always has, and the freezing options that `build_model` reads.
+    """
+    types = typing.get_type_hints(OFAConfig)
+    options = [(f.name, Optional[types[f.name]],
+                field(default=None, metadata={"help": f"{f.metadata['help']}; {_default_by_arch(f.name)}"}))
+               for f in dataclasses.fields(OFAConfig) if f.name not in FROM_DICTIONARY]
+    # Accepted so that the original's training scripts run unchanged; left None when not given (=
+    # OFA-CN's value) and checked by `check_saved_options`.
+    options += [(name, Optional[type(value)], field(default=None, metadata={
+        "help": f"the original OFA's option, accepted so that its scripts run unchanged: OFA-CN always has "
+                f"{value!r}, another value is an error"})) for name, value in FIXED_OPTIONS.items()]
+    options += [
+        ("freeze_encoder_embedding", bool, field(default=False, metadata={
+            "help": "do not train the one token embedding (shared by encoder, decoder and output projection); "
+                    "the released caption configs set it"})),
+        ("freeze_decoder_embedding", bool, field(default=False, metadata={
+            "help": "the same as freeze_encoder_embedding (the embedding is shared); kept for the original's "
+                    "scripts, which pass both"})),
+        ("freeze_encoder", bool, field(default=False, metadata={
+            "help": "train only the decoder: freezes every encoder parameter, image stem included, but the "
+                    "shared token embedding (freeze that with freeze_encoder_embedding)"})),
+    ]
+    return options
+
+
+# fairseq's config of the model `ofa` (`--arch`/`model._name` picks an architecture preset): what
+# `fairseq-train --help`, hydra and a saved `cfg['model']` see. The help of each field is OFAConfig's.
+OFAModelConfig = dataclasses.make_dataclass("OFAModelConfig", _model_options(), bases=(FairseqDataclass,))
+OFAModelConfig.__module__ = __name__
+OFAModelConfig.__doc__ = "The options of the fairseq model `ofa`: OFAConfig's fields (None = the architecture's value)."
+
+
+@register_model("ofa", dataclass=OFAModelConfig)
 class OFAModel(FairseqEncoderDecoderModel):
     """OFA-CN: a ResNet + transformer encoder over [image; text] and a text decoder.
 
@@ -92,40 +140,23 @@ class OFAModel(FairseqEncoderDecoderModel):
         self.cfg = cfg
         self.classification_heads = nn.ModuleDict()  # empty; part of the released module tree
 
-    @staticmethod
-    def add_args(parser: argparse.ArgumentParser) -> None:
+    @classmethod
+    def add_args(cls, parser: argparse.ArgumentParser) -> None:
+        """OFAModelConfig's fields as flags without defaults (so the `--arch` preset fills what is not
+        given), plus `--no-x` for each OFAConfig switch, so that one that is on can be turned off."""
+        super().add_args(parser)
         for f in dataclasses.fields(OFAConfig):
-            flag = "--" + f.name.replace("_", "-")
-            help_ = _HELP.get(f.name, f.name.replace("_", " "))
             if f.type in ("bool", bool):
-                parser.add_argument(flag, dest=f.name, action="store_true", help=help_)
-                parser.add_argument("--no-" + flag[2:], dest=f.name, action="store_false")
-            else:
-                kind = {"int": int, "float": float, "str": str}[str(f.type)]
-                parser.add_argument(flag, dest=f.name, type=kind, metavar="N" if kind is not str else "S", help=help_)
-        # The original's switches that OFA-CN always has: accepted so that its training scripts run
-        # unchanged, left None when not given (= OFA-CN's value) and checked in `config_from_args`.
-        for name, value in FIXED_OPTIONS.items():
-            flag = "--" + name.replace("_", "-")
-            help_ = f"the original's option; OFA-CN always has {value!r} (another value is an error)"
-            if isinstance(value, bool):
-                parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_)
-            else:
-                parser.add_argument(flag, dest=name, type=type(value), default=None, help=help_)
-        parser.add_argument("--freeze-encoder-embedding", action="store_true",
-                            help="do not train the (shared) token embedding through the encoder")
-        parser.add_argument("--freeze-decoder-embedding", action="store_true",
-                            help="do not train the (shared) token embedding through the decoder")
-        parser.add_argument("--freeze-encoder", action="store_true",
-                            help="train only the decoder (the shared token embedding stays trainable unless frozen too)")
+                flag = f.name.replace("_", "-")
+                parser.add_argument(f"--no-{flag}", dest=f.name, action="store_false", help=f"turn --{flag} off")
 
     @classmethod
     def config_from_args(cls, args: Any, vocab_size: int, pad: int) -> OFAConfig:
+        """fairseq's model args -> OFAConfig, as fairseq's `TransformerConfig.from_namespace`: the args
+        are a Namespace (command line, released checkpoint) or a DictConfig (YAML, our checkpoints)."""
         values = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args)
-        arch = values.get("arch") or values.get("_name") or "ofa_cn_base"
-        base = config_for_arch(arch) if arch in ARCHITECTURES else OFAConfig()
         check_saved_options(values)
-        return OFAConfig.from_mapping({**values, "vocab_size": vocab_size, "pad": pad}, base=base)
+        return config_from_options(values, vocab_size=vocab_size, pad=pad)
 
     @classmethod
     def build_model(cls, args: Any, task) -> "OFAModel":

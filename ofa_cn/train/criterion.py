@@ -82,7 +82,9 @@ class AdjustLabelSmoothedCrossEntropyConfig(FairseqDataclass):
     reg_alpha: float = field(default=1.0, metadata={"help": "R-Drop weight (unused)"})
     sample_patch_num: int = field(default=196, metadata={
         "help": "pretraining: image patches kept per image in the first of two batches (0 = all)"})
-    constraint_range: Optional[str] = field(default=None, metadata={"help": "'start,end': smooth and predict only these ids (plus the 4 specials)"})
+    # The task's 'start,end' (ofa_cn/tasks/base.py): the loss smooths and predicts only the ids that
+    # generation may emit (plus the 4 specials), as in the original, where one --constraint-range set both.
+    constraint_range: Optional[str] = II("task.constraint_range")
 
 
 @register_criterion("adjust_label_smoothed_cross_entropy", dataclass=AdjustLabelSmoothedCrossEntropyConfig)

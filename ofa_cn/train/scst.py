@@ -39,7 +39,7 @@ from fairseq.data import data_utils
 from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
-from ..generate import mask_outside_range, parse_constraint_range
+from ..generate import GENERATION_DEFAULTS, mask_outside_range, parse_constraint_range
 from ..metrics.caption import char_tokens
 from ..metrics.cider import NGram, build_document_frequency, cider_d
 
@@ -125,7 +125,7 @@ class ScstRewardCriterion(FairseqCriterion):
             self.document_frequency = load_document_frequency(scst_cider_cached_tokens)
             logger.info("SCST: %d cached n-grams from %s", len(self.document_frequency[0]), scst_cider_cached_tokens)
         self.generation_args = json.loads(getattr(task.cfg, "scst_args", None) or "{}")
-        if int(self.generation_args.get("beam", 5)) < 2:
+        if int(self.generation_args.get("beam", GENERATION_DEFAULTS["beam"])) < 2:
             raise ValueError(f"scst_args {self.generation_args}: SCST samples every beam hypothesis and needs "
                              "beam >= 2 for its leave-one-out baseline")
         self._generator = None
