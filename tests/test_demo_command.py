@@ -49,3 +49,19 @@ def test_longer_runs_make_more_updates_and_the_pretrained_run_starts_from_the_ch
 def test_every_process_runs_one_thread():
     demo = _demo_script()
     assert demo.ONE_THREAD == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def test_pretraining_learns_captions_first_then_all_three_from_those_weights(tmp_path):
+    demo = _demo_script()
+    (first, first_tasks, first_updates), (second, second_tasks, second_updates) = demo.PRETRAIN_STAGES
+    assert first_tasks == ("caption",) and first_updates > 0
+    assert second_tasks == ("caption", "grounding", "ocr") and second_updates is None  # the YAML's max_update
+    data = tmp_path / "data"
+    cmd = demo.training_command("pretrain", tmp_path / first, data, 60, first_updates, smoke=False,
+                                prefixes=first_tasks)
+    assert f"task.caption_data='{data}/caption_train.tsv,{data}/caption_valid.tsv'" in cmd
+    assert "task.grounding_data=null" in cmd and "task.ocr_data=null" in cmd
+    assert f"optimization.max_update={first_updates}" in cmd
+    start = tmp_path / first / "checkpoint_last.pt"
+    cmd = demo.training_command("pretrain", tmp_path / second, data, 60, 5200, smoke=False, start=start)
+    assert not any(c.endswith("_data=null") for c in cmd) and f"checkpoint.finetune_from_model={start}" in cmd
