@@ -60,11 +60,12 @@ GENERATION = {
 DEMO_SEED = 0  # the demo's own data (train, valid and the held-out test split)
 PRETRAIN_SEED = 1  # the pretraining corpus: every random stream differs from the demo's
 PRETRAIN_COUNTS = {"train": 24000, "valid": 100, "test": 200}  # rows per task
-# does the model look at the picture: teacher-forced target loss on this many test rows, with each
+# does the model look at the picture (and the expression): teacher-forced target loss on this many test rows, with each
 # row's own image and with the previous row's (equal losses: the picture is ignored)
 RELIANCE_ROWS = 64
 RELIANCE_HEADING = (f"Target loss (nats per token, first {RELIANCE_ROWS} test rows) with each row's own image "
-                    "and with another row's image; equal losses mean the model ignores the picture")
+                    "and with another row's image (for grounding also with another row's expression); equal "
+                    "losses mean the model ignores that input")
 # Finetuning updates per minute of the budget: both runs side by side, one thread each, make
 # about 2.2 updates a second each on a quiet 2-core machine, so 80 a minute finishes in about
 # 60 % of the budget there and still within it with one other CPU-bound program running.

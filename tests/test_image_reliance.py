@@ -77,3 +77,31 @@ def test_reliance_table_rows_follow_the_tasks():
     assert lines[0] == "| task | untrained: own / other image | trained: own / other image |" and len(lines) == 4
     assert lines[2] == "| caption | 10.400 / 10.400 | 0.606 / 0.662 |"
     assert lines[3] == "| ocr | 10.200 / 10.250 | 3.735 / 4.388 |"
+
+
+def test_rows_with_different_prompts_are_also_scored_with_the_previous_rows_prompt():
+    model, b = tiny_model(), batch(3, seed=2)
+    src = b["net_input"]["src_tokens"]
+    src[0, -2:] = torch.tensor([2, PAD])  # row 0 is one token shorter: its padding moves with it
+    b["net_input"]["src_lengths"] = torch.tensor([6, 7, 7])
+    result = image_reliance(model, b, PAD)
+    order = [2, 0, 1]
+    moved = {**b, "net_input": {**b["net_input"], "src_tokens": src[order],
+                                "src_lengths": b["net_input"]["src_lengths"][order]}}
+    assert result["other_text"] == pytest.approx(nll_by_hand(model, moved), abs=1e-5)
+    assert abs(result["other_text"] - result["own"]) > 1e-3
+
+
+def test_rows_with_one_prompt_have_no_text_score():
+    b = batch(3)
+    b["net_input"]["src_tokens"][:] = b["net_input"]["src_tokens"][0]
+    assert "other_text" not in image_reliance(tiny_model(), b, PAD)
+
+
+def test_reliance_table_adds_a_row_for_another_rows_text():
+    from ofa_cn.demo.report import reliance_table
+
+    table = reliance_table({"a": {"refcoco": {"own": 2.0894, "other": 3.974, "other_text": 2.0901}},
+                            "b": {"refcoco": {"own": 1.5, "other": 4.0, "other_text": 3.25}}})
+    assert table.splitlines()[2:] == ["| refcoco | 2.089 / 3.974 | 1.500 / 4.000 |",
+                                      "| refcoco, another row's text instead | 2.089 / 2.090 | 1.500 / 3.250 |"]

@@ -104,14 +104,19 @@ def results_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str
 
 
 def reliance_table(reliance: dict[str, dict[str, dict[str, float]]]) -> str:
-    """Markdown table of `image_reliance` results, reliance[model][task] = {"own", "other"} losses:
-    one row per task, one "own / other" column per model."""
+    """Markdown table of `image_reliance` results, reliance[model][task] = {"own", "other"} losses
+    (and "other_text" where the task's prompts differ): one row per task and one more per
+    "other_text", one "own / other" column per model."""
     models = list(reliance)
     lines = ["| task | " + " | ".join(f"{m}: own / other image" for m in models) + " |",
              "|---|" + "---|" * len(models)]
     for task in reliance[models[0]]:
         cells = " | ".join(f"{reliance[m][task]['own']:.3f} / {reliance[m][task]['other']:.3f}" for m in models)
         lines.append(f"| {task} | {cells} |")
+        if "other_text" in reliance[models[0]][task]:
+            cells = " | ".join(f"{reliance[m][task]['own']:.3f} / {reliance[m][task]['other_text']:.3f}"
+                               for m in models)
+            lines.append(f"| {task}, another row's text instead | {cells} |")
     return "\n".join(lines)
 
 
