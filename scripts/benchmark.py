@@ -15,6 +15,14 @@ original OFA's numbers from another day are not a same-run comparison; see READM
 A shared VM drifts by tens of percent within minutes; `--rounds N` runs each pair N times, the
 path that goes first alternating, pools each path's repetitions and prints the ratio per round.
 
+Against other codes, in the same run (issue #22; scripts/benchmark_peers.py):
+    python scripts/benchmark.py --against PATH --rounds 3     # the original OFA, built by build_original.py
+    python scripts/benchmark.py --peer modelscope --rounds 3  # ModelScope's OFA (the modelscope package)
+add the peer(s) to our paths on the train and generate workloads, interleaved as above, from the same
+seeded weights and batch; each round's time ratio peer/ours is printed, and whether the peer generated
+identical tokens and left the same weights after the warm-up steps (to float tolerance, measured by
+our reference path: see benchmark_peers.agreement).
+
 Workloads (batch of caption prompts, random pixels, random targets of 20 tokens):
     train     forward + backward + Adam step, label-smoothed CE (0.1), --batch rows
     forward   eval, no grad, --batch rows
@@ -35,6 +43,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +55,10 @@ from fairseq.optim import build_optimizer
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the peers' modules beside this file
+
+import benchmark_peers as peers  # noqa: E402
+from original_worker import reset_peak_rss, weights_fingerprint  # noqa: E402
 
 import ofa_cn.train.optim  # noqa: E402,F401  (registers fused_adam)
 from ofa_cn.train.criterion import label_smoothed_nll_loss  # noqa: E402
@@ -273,6 +286,9 @@ class Spec:
     overrides: dict[str, Any] = field(default_factory=dict)  # OFAConfig fields (tests: tiny sizes)
     off: list[str] | None = None  # speed-ups switched off (None: none on "default", all on "reference")
     onednn: str = FastPaths().onednn_linear  # Linear's CPU inference path on the default path: plain, packed or off
+    fingerprint: bool = False  # train: also sample the weights before and after the warm-up steps
+    against: str | None = None  # path "original": the original's checkout
+    inputs: str | None = None  # path "original": our seeded weights and batch, saved for its worker
 
 
 def _sync(device: str) -> None:
@@ -295,7 +311,13 @@ def timing_summary(times: list[float], batch: int, flops: float | None) -> dict[
 
 
 def run_spec(spec: Spec) -> dict[str, Any]:
-    """Build, warm up and time one workload on one path. -> its results."""
+    """Build, warm up and time one workload on one path. -> its results.
+
+    The peers: "modelscope" runs here too (from our seeded weights), "original" in the original's venv.
+    """
+    if spec.path == "original":
+        cfg = model_config(spec.arch, **spec.overrides)
+        return finish_result(spec, cfg, peers.run_original(spec.__dict__, cfg, GENERATION))
     if spec.threads:
         torch.set_num_threads(spec.threads)
     if torch.device(spec.device).type == "cuda":
@@ -304,12 +326,19 @@ def run_spec(spec: Spec) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     load_before = os.getloadavg()[0]
     set_fast_paths(onednn_linear=spec.onednn)
-    off = spec.off if spec.off is not None else list(SPEEDUPS) if spec.path == "reference" else []
+    off = (spec.off if spec.off is not None
+           else list(SPEEDUPS) if spec.path in ("reference", "modelscope") else [])
     if "keep_freed_memory" not in off:  # as the tasks do; process-wide, so paths need --isolate (CPU default)
         keep_freed_memory()
     cfg = model_config(spec.arch, **spec.overrides)
-    model = build_model(cfg, spec.device)
     sample = make_batch(cfg, spec.batch, spec.size, spec.device)
+    if spec.path == "modelscope":  # our seeded weights in ModelScope's model; ours is freed before the steps
+        with tempfile.TemporaryDirectory() as scratch:
+            raw = peers.run_modelscope(spec, lambda: build_model(cfg, spec.device), sample, GENERATION,
+                                       LABEL_SMOOTHING, lambda m: make_optimizer(m, fused=False), Path(scratch))
+        return finish_result(spec, cfg, {**raw, "peak_memory_gib": _peak_memory_gib(spec.device),
+                                         "load_average": [load_before, os.getloadavg()[0]]})
+    model = build_model(cfg, spec.device)
     if spec.compile and not off:
         model.compile_layers()
     step: Callable[[], Any]
@@ -324,11 +353,18 @@ def run_spec(spec: Spec) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown workload {spec.workload!r}; expected train, forward or generate")
 
+    fingerprints = {}
+    fingerprinted = spec.fingerprint and spec.workload == "train"
+    if fingerprinted:
+        fingerprints["weights_before"] = weights_fingerprint(model)
+    reset_peak_rss()  # the peak of the workload, as for the peers (no-op for CUDA's own counter)
     with speedups_off(off):
         first = step()  # the first call's result: what both paths must agree on
         for _ in range(spec.warmup - 1):
             step()
         _sync(spec.device)
+        if fingerprinted:
+            fingerprints["weights_after"] = weights_fingerprint(model)
         times = []
         for _ in range(spec.reps):
             start = time.perf_counter()
@@ -337,23 +373,29 @@ def run_spec(spec: Spec) -> dict[str, Any]:
             times.append(time.perf_counter() - start)
 
     if spec.workload == "forward":
-        check: Any = first.float().flatten()[:: max(1, first.numel() // 4096)].tolist()  # a strided sample
-    else:
-        check = first
+        first = first.float().flatten()[:: max(1, first.numel() // 4096)].tolist()  # a strided sample
+    return finish_result(spec, cfg, {"times": times, "check": first, **fingerprints,
+                                     "peak_memory_gib": _peak_memory_gib(spec.device),
+                                     # other processes on the CPU skew timings
+                                     "load_average": [load_before, os.getloadavg()[0]]})
+
+
+def finish_result(spec: Spec, cfg, raw: dict[str, Any]) -> dict[str, Any]:
+    """A run's raw numbers (times, check, peak memory, load average, fingerprints) -> its full result."""
     flops = workload_flops(cfg, spec.workload, spec.batch, spec.size)
     return {
-        **spec.__dict__, **timing_summary(times, spec.batch, flops),
-        "unit": "images/s" if spec.workload == "generate" else "samples/s",
-        "peak_memory_gib": _peak_memory_gib(spec.device), "flops": flops, "check": check,
-        "torch": torch.__version__, "num_threads": torch.get_num_threads(),
-        "load_average": [load_before, os.getloadavg()[0]],  # other processes on the CPU skew timings
+        **spec.__dict__, **raw, **timing_summary(raw["times"], spec.batch, flops),
+        "unit": "images/s" if spec.workload == "generate" else "samples/s", "flops": flops,
+        "torch": raw.get("torch", torch.__version__), "num_threads": raw.get("num_threads", torch.get_num_threads()),
         "device_name": (torch.cuda.get_device_name() if torch.device(spec.device).type == "cuda"
                         else platform.processor() or "cpu"),
     }
 
 
 def run_in_subprocess(spec: Spec) -> dict[str, Any]:
-    """run_spec in a fresh interpreter (its own peak RSS / CUDA allocator)."""
+    """run_spec in a fresh interpreter (its own peak RSS / CUDA allocator); the original's worker is one."""
+    if spec.path == "original":
+        return run_spec(spec)
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec.__dict__)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
@@ -393,7 +435,7 @@ def report(results: list[dict[str, Any]], peak: float | None) -> list[dict[str, 
     print(f"torch {first['torch']}, device {first['device']} ({first['device_name']}), dtype {first['dtype']}, "
           f"threads {first['num_threads']}, compile {first['compile']}, reps {first['reps']} after "
           f"{first['warmup']} warm-up; seconds per call (generate: per batch)")
-    header = (f"{'arch':12} {'workload':8} {'b':>2} {'px':>4} {'path':9} {'median':>7} {'min':>7} {'max':>7} "
+    header = (f"{'arch':12} {'workload':8} {'b':>2} {'px':>4} {'path':10} {'median':>7} {'min':>7} {'max':>7} "
               f"{'thru/s':>7} {'peakGiB':>7} {'TF/s':>6} {'MFU':>6} {'load':>7} | {'def/ref':>7} {'agree':>18} |")
     print(header)
     print("-" * len(header))
@@ -410,9 +452,12 @@ def report(results: list[dict[str, Any]], peak: float | None) -> list[dict[str, 
             if len(d.get("round_medians", ())) > 1:
                 row["default_over_reference_by_round"] = [
                     a / b for a, b in zip(d["round_medians"], ref["round_medians"])]
+        for peer in peers.PEERS:
+            if d is not None and peer in paths:
+                row.update(compare_peer(peer, paths[peer], d, ref))
         for name, r in paths.items():
             r["mfu"] = r["tflops_per_s"] / peak if peak and r["tflops_per_s"] else None
-            line = (f"{key[0]:12} {key[1]:8} {key[2]:>2} {key[3]:>4} {name:9} {r['median']:7.3f} {r['min']:7.3f} "
+            line = (f"{key[0]:12} {key[1]:8} {key[2]:>2} {key[3]:>4} {name:10} {r['median']:7.3f} {r['min']:7.3f} "
                     f"{r['max']:7.3f} {r['throughput']:7.2f} {r['peak_memory_gib']:7.2f} "
                     f"{_fmt(r['tflops_per_s'], '6.2f')} {_fmt(r['mfu'], '6.1%')} "
                     f"{r['load_average'][0]:3.1f}/{r['load_average'][1]:3.1f} |")
@@ -428,7 +473,36 @@ def report(results: list[dict[str, Any]], peak: float | None) -> list[dict[str, 
             ratios = row["default_over_reference_by_round"]
             print(f"def/ref by round, {row['arch']} {row['workload']} b{row['batch']} {row['size']}px: "
                   + " ".join(f"{x:.2f}" for x in ratios) + f" (median {statistics.median(ratios):.2f})")
+    for row in rows:
+        for peer in peers.PEERS:
+            if f"{peer}_over_default" in row:
+                print(peer_line(peer, row))
+    if any(f"{peer}_over_default" in row for row in rows for peer in peers.PEERS):
+        print("peer/ours: the peer's median time over ours (> 1: ours faster), each round's medians, then the "
+              "pooled repetitions'. same/differ: generated tokens identical; weights after the warm-up steps "
+              f"within {peers.UPDATE_RTOL:.0%} of the change the steps made (rel. L2, ResNet/rest) of our "
+              "default path's or of our reference path's")
     return rows
+
+
+def compare_peer(peer: str, theirs: dict[str, Any], ours: dict[str, Any],
+                 reference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Time ratios peer/ours (pooled, and per round) and whether the results agree (`peers.agreement`)."""
+    same, detail = peers.agreement(ours, theirs, reference)
+    out = {f"{peer}_over_default": theirs["median"] / ours["median"], f"{peer}_same": same,
+           f"{peer}_agreement": detail}
+    out[f"{peer}_over_default_by_round"] = [t / o for t, o in zip(theirs.get("round_medians", [theirs["median"]]),
+                                                                  ours.get("round_medians", [ours["median"]]))]
+    return out
+
+
+def peer_line(peer: str, row: dict[str, Any]) -> str:
+    """`original/ours, ofa_cn_base train b4 256px: rounds 1.29 1.13, pooled 1.21; weights: same (...)`"""
+    what = "tokens" if row["workload"] == "generate" else "weights after the warm-up steps"
+    rounds = " ".join(f"{x:.2f}" for x in row[f"{peer}_over_default_by_round"])
+    return (f"{peer}/ours, {row['arch']} {row['workload']} b{row['batch']} {row['size']}px: rounds {rounds}, "
+            f"pooled {row[f'{peer}_over_default']:.2f}; {what}: {'same' if row[f'{peer}_same'] else 'DIFFER'} "
+            f"({row[f'{peer}_agreement']})")
 
 
 def ablation_stages(workload: str) -> list[tuple[str, list[str]]]:
@@ -461,12 +535,13 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec) if value is not None else "n/a".rjust(width)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", help="comma-separated architectures (default: ofa_cn_base; "
                                        "ofa_cn_base,ofa_cn_large on GPU)")
     parser.add_argument("--sizes", help="comma-separated image sizes in px (default: 256; 256,480 on GPU)")
-    parser.add_argument("--workloads", default="train,forward,generate", help="any of train,forward,generate")
+    parser.add_argument("--workloads", help="any of train,forward,generate (default: all three; train,generate "
+                                            "with --against or --peer)")
     parser.add_argument("--batch", type=int, default=4, help="rows of the train and forward batches")
     parser.add_argument("--gen-batches", default="1,4", help="batch sizes of the generate workload")
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions (>= 5 for the report)")
@@ -475,13 +550,20 @@ def main(argv: list[str] | None = None) -> None:
                              "first, and pool the repetitions (a noisy machine: 3 or more)")
     parser.add_argument("--warmup", type=int, help="untimed calls first, the first of which is compared "
                                                    "(default 2: the first steps also grow the heap; "
-                                                   "3 with --compile)")
+                                                   "3 with --compile); the peers' weights are compared "
+                                                   "after these training steps")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="bf16 = torch.autocast(bfloat16)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the stem and layers (default path)")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true", help=f"the {QUICK_ARCH} sizes (D 128, 2+2 layers, resnet50)")
-    parser.add_argument("--paths", default="default,reference", help="which of default,reference to run")
+    parser.add_argument("--paths", default="default,reference",
+                        help="which of default,reference to run (with --against or --peer: the reference path "
+                             "is how far float32 rounding alone moves our training steps' weights)")
+    parser.add_argument("--against", type=Path, metavar="PATH",
+                        help="also run the original OFA from this checkout, built by scripts/build_original.py")
+    parser.add_argument("--peer", choices=("modelscope",), action="append", default=[],
+                        help="also run ModelScope's OFA (the modelscope package of this venv)")
     parser.add_argument("--onednn", choices=ONEDNN_LINEAR_MODES, default=FastPaths().onednn_linear,
                         help="Linear's CPU inference path on the default path (packed: faster, +1 copy of the weights)")
     parser.add_argument("--ablation", action="store_true",
@@ -492,50 +574,100 @@ def main(argv: list[str] | None = None) -> None:
                              "is per process; on GPU the peak is reset between runs instead)")
     parser.add_argument("--json", help="also write the results to this file")
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one Spec as JSON
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.worker:
-        result = run_spec(Spec(**json.loads(args.worker)))
-        sys.stdout.write("RESULT " + json.dumps(result) + "\n")
-        return
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+def make_specs(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Spec]:
+    """The command line's runs: one Spec per (arch, size, workload, batch, path), in table order."""
     gpu = torch.device(args.device).type == "cuda"
     if args.quick:
         archs = [QUICK_ARCH]
     else:
         archs = (args.arch or ("ofa_cn_base,ofa_cn_large" if gpu else "ofa_cn_base")).split(",")
     sizes = [int(s) for s in (args.sizes or ("256,480" if gpu else "256")).split(",")]
-    workloads = args.workloads.split(",")
+    peer_paths = (["original"] if args.against else []) + list(dict.fromkeys(args.peer))
+    workloads = (args.workloads or ("train,generate" if peer_paths else "train,forward,generate")).split(",")
     paths = [p for p in args.paths.split(",") if p]
     if not set(paths) <= set(PATHS):
         parser.error(f"--paths takes default and/or reference, got {args.paths!r}")
+    if peer_paths:
+        if "default" not in paths or args.ablation:
+            parser.error("--against and --peer compare with the default path: keep it in --paths, no --ablation")
+        if gpu or args.dtype != "fp32" or args.compile:
+            parser.error("--against and --peer run on the CPU in fp32 without --compile (as the original runs)")
+        if not set(workloads) & set(peers.PEER_WORKLOADS):
+            parser.error(f"--against and --peer run the workloads {peers.PEER_WORKLOADS}, got {workloads}")
+    if args.rounds < 1:
+        parser.error(f"--rounds takes a count of 1 or more, got {args.rounds}")
+    against = str(args.against.resolve()) if args.against else None
     warmup = max(1, args.warmup or (3 if args.compile else 2))
     specs = []
     for arch in archs:
         for size in sizes:
             for workload in workloads:
                 batches = [int(b) for b in args.gen_batches.split(",")] if workload == "generate" else [args.batch]
+                runs = [(p, None) for p in paths]
+                if workload in peers.PEER_WORKLOADS:
+                    runs += [(p, None) for p in peer_paths]
                 for batch in batches:
-                    for path, off in (ablation_stages(workload) if args.ablation else [(p, None) for p in paths]):
+                    for path, off in (ablation_stages(workload) if args.ablation else runs):
                         specs.append(Spec(arch, workload, batch, size, path, args.reps, warmup, args.device,
-                                          args.dtype, args.compile, args.threads, off=off, onednn=args.onednn))
-    if args.rounds < 1:
-        parser.error(f"--rounds takes a count of 1 or more, got {args.rounds}")
-    isolate = not gpu if args.isolate is None else args.isolate
+                                          args.dtype, args.compile, args.threads, off=off, onednn=args.onednn,
+                                          fingerprint=bool(peer_paths),
+                                          against=against if path == "original" else None))
+    return specs
+
+
+def prepare_original_inputs(specs: list[Spec], folder: Path) -> None:
+    """Save, once per architecture, our seeded weights and every batch the original's runs need, and point
+    those specs at the file (`Spec.inputs`)."""
+    by_arch: dict[str, list[Spec]] = {}
+    for spec in specs:
+        if spec.path == "original":
+            by_arch.setdefault(json.dumps([spec.arch, spec.overrides], sort_keys=True), []).append(spec)
+    for i, group in enumerate(by_arch.values()):
+        cfg = model_config(group[0].arch, **group[0].overrides)
+        samples = {peers.sample_key(s.batch, s.size): make_batch(cfg, s.batch, s.size) for s in group}
+        path = folder / f"original_inputs_{i}.pt"
+        torch.save({"state_dict": build_model(cfg).state_dict(), "samples": samples}, path)
+        for spec in group:
+            spec.inputs = str(path)
+
+
+def run_rounds(specs: list[Spec], rounds: int, isolate: bool) -> list[dict[str, Any]]:
+    """Run every spec `rounds` times: the paths of one table row one after another, in the opposite order
+    each round. -> each spec's results pooled over the rounds (`pool_rounds`)"""
     groups: dict[tuple, list[int]] = {}  # the specs of one table row (its paths or ablation stages)
     for i, spec in enumerate(specs):
         groups.setdefault((spec.arch, spec.workload, spec.batch, spec.size), []).append(i)
-    rounds: list[list[dict[str, Any]]] = [[] for _ in specs]
-    for round_ in range(args.rounds):
+    results: list[list[dict[str, Any]]] = [[] for _ in specs]
+    for round_ in range(rounds):
         for indices in groups.values():
             for i in indices if round_ % 2 == 0 else indices[::-1]:
                 spec, start = specs[i], time.perf_counter()
-                rounds[i].append(run_in_subprocess(spec) if isolate else run_spec(spec))
+                results[i].append(run_in_subprocess(spec) if isolate else run_spec(spec))
                 logger.info("%s %s b%d %dpx %s%s: median %.3f s (%.0f s with start-up)", spec.arch, spec.workload,
-                            spec.batch, spec.size, spec.path, f" round {round_ + 1}" if args.rounds > 1 else "",
-                            rounds[i][-1]["median"], time.perf_counter() - start)
-    results = [pool_rounds(r) for r in rounds]
+                            spec.batch, spec.size, spec.path, f" round {round_ + 1}" if rounds > 1 else "",
+                            results[i][-1]["median"], time.perf_counter() - start)
+    return [pool_rounds(r) for r in results]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.worker:
+        result = run_spec(Spec(**json.loads(args.worker)))
+        sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+        return
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    specs = make_specs(args, parser)
+    if args.against:
+        peers.original_python(args.against)  # built? (else: how to build it)
+    isolate = torch.device(args.device).type != "cuda" if args.isolate is None else args.isolate
+    with tempfile.TemporaryDirectory(prefix="ofa_cn_benchmark_") as scratch:
+        prepare_original_inputs(specs, Path(scratch))
+        results = run_rounds(specs, args.rounds, isolate)
     peak = peak_tflops(args.device, args.peak_tflops)
     pairs = report(results, peak)
     if args.ablation:
