@@ -49,7 +49,7 @@ SIZE_FIELDS = ("resnet_type", "encoder_embed_dim", "decoder_embed_dim", "encoder
                "decoder_ffn_embed_dim", "encoder_attention_heads", "decoder_attention_heads", "encoder_layers",
                "decoder_layers", "token_bucket_size", "image_bucket_size", "max_source_positions",
                "max_target_positions", "code_image_size", "attn_scale_factor")
-FINGERPRINT_PER_TENSOR = 16  # values sampled from each floating tensor of the state dict
+FINGERPRINT_PER_TENSOR = 16  # values sampled from each parameter (weights_fingerprint)
 
 
 def original_args(checkout: str | Path, size: int, overrides: Mapping[str, Any] | None = None) -> list[str]:
