@@ -19,6 +19,7 @@ from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 from fairseq.optim import FairseqOptimizer
 from fairseq.optim.lr_scheduler import build_lr_scheduler
 
+import ofa_cn.tasks  # noqa: F401  (registers the model, tasks and criteria that the flags name)
 from conftest import REPO
 from ofa_cn.train.lr_schedule import PolynomialDecayWithRatio, note_train_batches, warmup_plan
 from ofa_cn.model.config import FIXED_OPTIONS, config_for_arch

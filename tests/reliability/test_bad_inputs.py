@@ -29,6 +29,7 @@ import pytest
 import torch
 from PIL import Image
 
+import ofa_cn.tasks  # noqa: F401  (registers the tasks that fairseq's setup_task looks up below)
 from ofa_cn.data.errors import DataError
 from ofa_cn.data.image import MEAN_STD, resize_square
 
