@@ -31,6 +31,16 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test: on tiny ops a second thread only adds barrier waits, which
+    grow huge when the CPU is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def golden_dir() -> Path:
     return require_reference(GOLDEN)

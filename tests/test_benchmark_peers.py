@@ -5,44 +5,24 @@ original OFA at tiny sizes."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import IN_CI, REPO
+from conftest import IN_CI
+from helpers import TINY_SIZES, load_script
 
-SCRIPTS = REPO / "scripts"
-# every dimension different; a ResNet18 stem on 32-px images keeps each workload well under a second
-TINY = dict(resnet_type="resnet18", encoder_embed_dim=24, decoder_embed_dim=24, encoder_ffn_embed_dim=40,
-            decoder_ffn_embed_dim=40, encoder_attention_heads=3, decoder_attention_heads=3,
-            encoder_layers=2, decoder_layers=3)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ORIGINAL = os.environ.get("OFA_ORIGINAL")  # a checkout of OFA-Sys/OFA built by scripts/build_original.py
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(f"ofa_cn_{name}", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    return _load("benchmark")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return load_script("benchmark")
 
 
 def _fake_result(benchmark, spec, median, check=None):
@@ -108,14 +88,14 @@ def test_command_line_of_the_peers(benchmark, tmp_path, monkeypatch):
 
 
 def test_original_inputs_are_written_once_per_architecture(benchmark, tmp_path):
-    made = [benchmark.Spec(benchmark.QUICK_ARCH, workload, batch, 32, path, 1, 1, "cpu", "fp32", overrides=TINY)
+    made = [benchmark.Spec(benchmark.QUICK_ARCH, workload, batch, 32, path, 1, 1, "cpu", "fp32", overrides=TINY_SIZES)
             for workload, batch in (("train", 2), ("generate", 1), ("generate", 2)) for path in ("default", "original")]
     benchmark.prepare_original_inputs(made, tmp_path)
     assert {s.inputs for s in made if s.path == "default"} == {None}
     (path,) = {s.inputs for s in made if s.path == "original"}
     inputs = torch.load(path, weights_only=True)
     assert set(inputs["samples"]) == {"b2 32px", "b1 32px"}
-    ours = benchmark.build_model(benchmark.model_config(benchmark.QUICK_ARCH, **TINY))
+    ours = benchmark.build_model(benchmark.model_config(benchmark.QUICK_ARCH, **TINY_SIZES))
     assert inputs["state_dict"].keys() == ours.state_dict().keys()
     assert all(torch.equal(v, ours.state_dict()[k]) for k, v in inputs["state_dict"].items())
     sample = benchmark.make_batch(ours.cfg, 2, 32)
@@ -123,7 +103,7 @@ def test_original_inputs_are_written_once_per_architecture(benchmark, tmp_path):
 
 
 def test_weights_agree_within_float_tolerance_measured_by_the_reference_path():
-    peers = _load("benchmark_peers")
+    peers = load_script("benchmark_peers")
     n = 100  # sampled values in the stem and in the rest, each moved by 2e-5 (Adam: about lr a step)
     before = {"encoder.embed_images.conv1.weight": [0.1] * n, "decoder.fc1.weight": [0.2] * n}
     after = {k: [x + 2e-5 * (-1) ** i for i, x in enumerate(v)] for k, v in before.items()}
@@ -153,7 +133,7 @@ def test_weights_agree_within_float_tolerance_measured_by_the_reference_path():
 
 def _run(benchmark, workload, batch, paths, against=None, tmp_path=None):
     specs = [benchmark.Spec(arch=benchmark.QUICK_ARCH, workload=workload, batch=batch, size=32, path=path, reps=1,
-                            warmup=2, device="cpu", dtype="fp32", threads=1, overrides=TINY, fingerprint=True,
+                            warmup=2, device="cpu", dtype="fp32", threads=1, overrides=TINY_SIZES, fingerprint=True,
                             against=against if path == "original" else None) for path in paths]
     if against:
         benchmark.prepare_original_inputs(specs, tmp_path)
@@ -165,7 +145,7 @@ def _run(benchmark, workload, batch, paths, against=None, tmp_path=None):
 
 
 def _modelscope_or_skip():
-    peers = _load("benchmark_peers")
+    peers = load_script("benchmark_peers")
     try:
         peers.import_modelscope()
     except ImportError as e:

@@ -2,37 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "benchmark.py"
-# every dimension different; a ResNet18 stem on 32-px images keeps each workload well under a second
-TINY = dict(resnet_type="resnet18", encoder_embed_dim=24, decoder_embed_dim=24, encoder_ffn_embed_dim=40,
-            decoder_ffn_embed_dim=40, encoder_attention_heads=3, decoder_attention_heads=3,
-            encoder_layers=2, decoder_layers=3)
+from helpers import TINY_SIZES, load_script
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny ops: two threads only add barrier waits, which grow huge when the CPU is shared
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("ofa_cn_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmark")
 
 
 @pytest.mark.parametrize("workload, batch", [("train", 2), ("forward", 2), ("generate", 1), ("generate", 3)])
@@ -40,7 +22,7 @@ def test_workload_paths_agree(benchmark, workload, batch):
     results = {}
     for path in benchmark.PATHS:
         spec = benchmark.Spec(arch=benchmark.QUICK_ARCH, workload=workload, batch=batch, size=32, path=path,
-                              reps=1, warmup=1, device="cpu", dtype="fp32", overrides=TINY)
+                              reps=1, warmup=1, device="cpu", dtype="fp32", overrides=TINY_SIZES)
         results[path] = r = benchmark.run_spec(spec)
         for key in ("median", "min", "max", "throughput", "seconds_per_image", "peak_memory_gib"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])

@@ -3,21 +3,14 @@ and a file that is not the expected one stops the build with the file's name (no
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
 
-from conftest import REPO
+from helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def build():
-    spec = importlib.util.spec_from_file_location("ofa_cn_build_original", REPO / "scripts" / "build_original.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("build_original")
 
 
 # The lines of OFA-Sys/OFA @a36b91c (and of hydra-core 1.0.7, torchvision 0.28.0) that the edits change,
