@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+from helpers import load_script
 from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _demo_script():
-    spec = importlib.util.spec_from_file_location("demo_script", REPO / "scripts/demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("demo")
 
 
 def test_default_budget_keeps_the_yaml_schedule():

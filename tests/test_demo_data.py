@@ -2,7 +2,6 @@
 
 import base64
 import hashlib
-import importlib.util
 import io
 import json
 import logging
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import load_script
 from PIL import Image
 
 from ofa_cn.demo import data as demo_data
@@ -165,9 +165,7 @@ def test_bad_counts_are_rejected(tmp_path):
 
 
 def test_script_writes_a_dataset(tmp_path):
-    spec = importlib.util.spec_from_file_location("make_demo_data", REPO / "scripts" / "make_demo_data.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("make_demo_data")
     args = ["--seed", "1", "--train", "3", "--valid", "1", "--test", "2", "--workers", "1"]
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_script
 
 from ofa_cn.checkpoints.formats import CheckpointError, load_exported
 from ofa_cn.demo.pretrained import (MAX_SHIPPED_BYTES, PRETRAINED_DIR, PRETRAINED_SHA256, sha256_of, verify,
@@ -25,11 +26,7 @@ def test_shipped_checkpoint_matches_its_hash_size_and_readme():
 
 
 def test_shipped_checkpoint_was_pretrained_on_data_disjoint_from_the_demo():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("demo_script", REPO / "scripts/demo.py")
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_script("demo")
     made_by = json.loads((PRETRAINED_DIR / "config.json").read_text(encoding="utf-8"))["made_by"]
     assert made_by["data_seed"] == demo.PRETRAIN_SEED != demo.DEMO_SEED
     assert made_by["config"] == "configs/demo/pretrain.yaml" and made_by["updates"] > 0

@@ -3,7 +3,6 @@ and download scripts that the tables and the list point to agree with them."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shlex
@@ -12,20 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 
 
-def load_make_tables():
-    spec = importlib.util.spec_from_file_location("make_tables", SCRIPTS / "make_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["make_tables"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-make_tables = load_make_tables()
+make_tables = load_script("make_tables")
 
 
 def write_metrics(folder: Path, **metrics) -> str:
