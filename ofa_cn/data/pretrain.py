@@ -44,6 +44,8 @@ from .errors import FIX_OR_SKIP, DataError
 from .grounding import GroundingDataset, pre_caption
 from .image import decode_image, normalize, resize_square, resize_with_box, to_tensor
 from .infilling import text_infilling, word_start_table
+from .matching import NO, YES
+from .matching import PROMPT_TEMPLATE as MATCHING_PROMPT
 from .negatives import Negatives
 from .tsv import TSVFile
 
@@ -51,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 PROMPTS = {
     "caption": CaptionDataset.PROMPT,  # the released finetuning prompts
-    "image_text_match": '图片描述的是" {} "吗?',
+    "image_text_match": MATCHING_PROMPT,
     "question_answer_match": '问题" {} "的答案是" {} "吗?',
     "grounding": GroundingDataset.PROMPT_TEMPLATE,
     "grounded_caption": "这个区域描述了什么内容? 区域:",
@@ -59,7 +61,6 @@ PROMPTS = {
     "image_infilling": "图片中间部分是什么?",
     "detection": "图片中有哪些物体?",
 }
-YES, NO = "是", "否"
 PAIR_CONF, EXTRA_CONF = 1.0, 2.0
 # The original's pretraining sizes (unify_dataset.py):
 MAX_PAIR_IMAGE_SIDE = 480  # image-text pairs are resized to a short side in [patch_image_size, this] ...

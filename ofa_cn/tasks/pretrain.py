@@ -7,7 +7,8 @@ Two kinds of sources, any combination:
   the extra files `text_data` (text infilling), `image_data` (image infilling from VQGAN codes)
   and `detection_data`, read every 8th image-text row into a second batch;
 - the finetuning TSVs `caption_data`, `grounding_data`, `ocr_data` (each row keeps its own task's
-  prompt and target), which is how `configs/demo` trains one model for all three tasks.
+  prompt and target), which is how `configs/demo` trains one model for all three tasks, and
+  `matching_data`, image-text pairs with their 是/否 answer written out (`ofa_cn.data.matching`).
 
 Field names are the original's, so a released `unify_task` checkpoint sets the task up unchanged.
 The released CN pretraining data and prompts were never published (see `PROMPTS`).
@@ -24,6 +25,7 @@ from fairseq.tasks import register_task
 
 from ..data.caption import CaptionDataset
 from ..data.grounding import GroundingDataset
+from ..data.matching import MatchingDataset
 from ..data.negatives import Negatives
 from ..data.ocr import OCRDataset
 from ..data.pretrain import PretrainDataset, collate_two_batches
@@ -39,6 +41,8 @@ class UnifyConfig(OFATaskConfig):
     grounding_data: Optional[str] = field(default=None, metadata={
         "help": "grounding TSVs 'train,valid' (id, image, expression, box)"})
     ocr_data: Optional[str] = field(default=None, metadata={"help": "OCR TSVs 'train,valid' (id, image, text)"})
+    matching_data: Optional[str] = field(default=None, metadata={
+        "help": "image-text matching TSVs 'train,valid' (id, image, text, answer 是 or 否)"})
     max_image_size: int = field(default=512, metadata={"help": "grounding: box coordinates are divided by this"})
     text_data: Optional[str] = field(default=None, metadata={"help": "text-infilling TSV (uniq_id, text)"})
     image_data: Optional[str] = field(default=None, metadata={
@@ -178,6 +182,7 @@ class UnifyTask(OFATask):
                                           num_bins=self.cfg.num_bins, **common)),
             (self.cfg.ocr_data, ("uniq_id", "image", "text"),
              lambda tsv: OCRDataset(tsv, self.tokenizer, is_document=False, **common)),
+            (self.cfg.matching_data, MatchingDataset.FIELDS, lambda tsv: MatchingDataset(tsv, self.tokenizer, **common)),
         )
         for data, fields, build in sources:
             if not data:
@@ -188,5 +193,5 @@ class UnifyTask(OFATask):
             logger.info("%s: %d rows from %s", split, len(parts[-1]), path)
         if not parts:
             raise ValueError("unify_task needs data (the image-text pretraining rows) or at least one of "
-                             "caption_data, grounding_data, ocr_data")
+                             "caption_data, grounding_data, ocr_data, matching_data")
         self.datasets[split] = MixtureDataset(parts)
