@@ -25,8 +25,13 @@ class MatchingDataset(TSVDataset):
     FIELDS = ("uniq_id", "image", "text", "answer")
     EXTRAS = ("uniq_id",)
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # the prompt's tokens before and after the text, encoded once (as pretraining's prompt pieces)
+        self.head_ids, self.tail_ids = (self.tokenizer.encode(piece) for piece in PROMPT_TEMPLATE.split("{}"))
+
     def nominal_sizes(self) -> tuple[int, int]:
-        return len(self.tokenizer.encode(PROMPT_TEMPLATE.format(""))) + 2 + self.max_src_length, 2
+        return len(self.head_ids) + len(self.tail_ids) + 2 + self.max_src_length, 2
 
     def build_sample(self, index: int, row: dict[str, str]) -> dict:
         answer = row["answer"].strip()
@@ -37,7 +42,5 @@ class MatchingDataset(TSVDataset):
         return self.with_answer(index, inputs, self.tokenizer.encode(answer), uniq_id=row["uniq_id"])
 
     def build_inputs(self, image, text, where, rng=None):
-        head, tail = PROMPT_TEMPLATE.split("{}")  # the text's tokens between the prompt's, as pretraining
-        source = self.tokenizer.encode(head) + self.tokenizer.encode(text or "")[: self.max_src_length] \
-            + self.tokenizer.encode(tail)
+        source = self.head_ids + self.tokenizer.encode(text or "")[: self.max_src_length] + self.tail_ids
         return model_inputs(source, resize_square(image, self.patch_image_size, self.mean, self.std))

@@ -1,4 +1,4 @@
-"""Caption, grounding and OCR datasets: real ids, real pixels, errors per bad row, skip policy."""
+"""Caption, grounding, OCR and image-text matching datasets: real ids, real pixels, errors per bad row, skip policy."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import torch
 from ofa_cn.data import CaptionDataset, DataError, GroundingDataset, OCRDataset, TSVFile
 from ofa_cn.data.grounding import pre_caption
 from ofa_cn.data.image import MEAN_STD, ocr_resize, resize_square
-from ofa_cn.tokenizer import get_tokenizer
+from ofa_cn.data.matching import MatchingDataset
+from ofa_cn.tokenizer import BOS, EOS, get_tokenizer
 
 CAPTION_SOURCE = [0, 1749, 4279, 2993, 6839, 753, 788, 724, 1083, 2163, 140, 2]  # 图片描述了什么内容?
 # 这段文字" 穿红色衣服的女人 "描述的是哪个区域？ between bos and eos
@@ -49,6 +50,11 @@ def _grounding(tmp_path, write_tsv, rows, split="valid", size=32, **kw):
 def _ocr(tmp_path, write_tsv, rows, split="valid", size=64, **kw):
     tsv = TSVFile(write_tsv(tmp_path / f"ocr_{split}.tsv", rows), "0,1,2", OCRDataset.FIELDS)
     return OCRDataset(tsv, get_tokenizer(), split, patch_image_size=size, **kw)
+
+
+def _matching(tmp_path, write_tsv, rows, split="train", size=32):
+    tsv = TSVFile(write_tsv(tmp_path / f"matching_{split}.tsv", rows), None, MatchingDataset.FIELDS)
+    return MatchingDataset(tsv, get_tokenizer(), split, patch_image_size=size)
 
 
 # ------------------------------------------------------------------ caption
@@ -210,10 +216,20 @@ def _bad_rows(image_b64):
                 (["x", image_b64, "   "], "text", "expected non-empty text"),
             ],
         ),
+        "matching": (
+            lambda tmp_path, write_tsv, row: _matching(
+                tmp_path, write_tsv, [["good", image_b64, "蓝色的星形", "否"], row]
+            ),
+            [
+                (["x", image_b64, "红色的圆形", "对"], "answer", "expected 是 or 否, found '对'"),
+                (["x", image_b64, "   ", "是"], "text", "expected non-empty text"),
+                (["x", "QUJD", "红色的圆形", "是"], "image", "PIL cannot read"),
+            ],
+        ),
     }
 
 
-@pytest.mark.parametrize("task", ["caption", "grounding", "ocr"])
+@pytest.mark.parametrize("task", ["caption", "grounding", "ocr", "matching"])
 def test_bad_rows_name_file_row_and_field(tmp_path, write_tsv, image_b64, task):
     build, cases = _bad_rows(image_b64)[task]
     for bad_row, field, problem in cases:
@@ -271,3 +287,45 @@ def test_row_with_a_tab_inside_the_caption_stops_the_dataset_before_training(tmp
     assert "1 rows have another number of fields than the file's 5 and will be skipped (first: row 1)" in caplog.text
     assert ds[1] is None and ds.num_skipped_rows == 1
     assert ds[2]["references"] == ["小鸟"]
+
+
+# ------------------------------------------------------------------ matching
+
+# 图片描述的是" 红色的圆形 "吗? between bos and eos (ids of the released vocabulary)
+SOURCE_RED_CIRCLE = [0, 1749, 4279, 2993, 6839, 4642, 3225, 111, 5277, 5686, 4642, 1753, 2505, 111, 1412, 140, 2]
+YES_ID, NO_ID = 3225, 1419  # 是, 否
+
+
+def test_a_row_becomes_the_prompt_the_square_image_and_the_answer(tmp_path, write_tsv, png_b64, noise_image):
+    image = noise_image(40, 30)
+    ds = _matching(tmp_path, write_tsv, [["m-1", png_b64(image), "红色的圆形", "是"],
+                                         ["m-2", png_b64(image), "红色的圆形", "否"]])
+    yes, no = ds[0], ds[1]
+    assert yes["source"].tolist() == SOURCE_RED_CIRCLE
+    assert yes["target"].tolist() == [YES_ID, EOS] and yes["prev_output_tokens"].tolist() == [BOS, YES_ID]
+    assert no["target"].tolist() == [NO_ID, EOS]
+    assert torch.equal(yes["patch_image"], resize_square(image.convert("RGB"), 32, *MEAN_STD[False]))
+    assert yes["uniq_id"] == "m-1"
+
+
+def test_the_pretraining_pairs_use_the_same_prompt(tmp_path, write_tsv, png_b64, noise_image, tokenizer):
+    from ofa_cn.data.pretrain import PROMPTS
+
+    head, tail = PROMPTS["image_text_match"].split("{}")
+    assert [BOS] + tokenizer.encode(head) + tokenizer.encode("红色的圆形") + tokenizer.encode(tail) + [EOS] \
+        == SOURCE_RED_CIRCLE
+
+
+def test_unify_task_mixes_matching_rows_in(tmp_path, write_tsv, png_b64, noise_image):
+    import ofa_cn.tasks  # noqa: F401  (registers the tasks)
+    from ofa_cn.tasks.pretrain import UnifyConfig, UnifyTask
+
+    image = png_b64(noise_image(40, 30))
+    train = write_tsv(tmp_path / "m_train.tsv", [[f"m{i}", image, "红色的圆形", "是否"[i % 2]] for i in range(3)])
+    valid = write_tsv(tmp_path / "m_valid.tsv", [["v", image, "红色的圆形", "是"]])
+    task = UnifyTask.setup_task(UnifyConfig(matching_data=f"{train},{valid}", patch_image_size=32))
+    task.load_dataset("train")
+    mixture = task.datasets["train"]
+    assert len(mixture) == 3 and isinstance(mixture.parts[0], MatchingDataset)
+    batch = mixture.collater([mixture[i] for i in range(3)])
+    assert batch["target"][:, 0].tolist() == [YES_ID, NO_ID, YES_ID]
