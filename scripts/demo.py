@@ -98,26 +98,42 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------------------------------- data
 
 
-def make_data(folder: Path, seed: int, counts: dict[str, int] | None) -> Path:
-    from ofa_cn.demo.data import generate_dataset
+def make_data(folder: Path, seed: int, counts: dict[str, int] | None, tasks: tuple[str, ...] | None = None) -> Path:
+    """The demo's generated data in `folder` (the corpus TASKS, or these `tasks`); -> folder."""
+    from ofa_cn.demo.data import TASKS, generate_dataset
 
-    generate_dataset(folder, seed=seed, counts=counts)  # does nothing if already complete
+    generate_dataset(folder, seed=seed, counts=counts, tasks=tasks or TASKS)  # does nothing if already complete
     return folder
 
 
 DATA_PREFIXES = ("caption", "grounding", "ocr")
-# The pretraining (configs/demo/pretrain.yaml) in stages: (run folder under OUT/pretrain, the tasks
-# it reads, its updates; None: the YAML's max_update). Each starts from the one before's weights.
-# Why captions first: trained on the three objectives from random initialisation, the small model
-# learns to count objects and to read, but not to see colours, and a caption stage afterwards
-# does not teach them either; learned first, they are kept through the mixture (README, the demo).
-PRETRAIN_STAGES = (("captions", ("caption",), 600), ("run", DATA_PREFIXES, None))
+TASK_FIELDS = (*DATA_PREFIXES, "matching")  # the unify_task *_data fields the demo's configs set
+# The pretraining (configs/demo/pretrain.yaml) in stages: (run folder under OUT/pretrain, the data
+# it reads as {unify_task field: TSV prefix under OUT/pretrain}, its updates; None: the YAML's
+# max_update). Each starts from the one before's weights. data/: the generated corpus; curriculum/:
+# the samples of ofa_cn/demo/data/curriculum.py. Why captions first: trained on the three
+# objectives from random initialisation, the small model learns to count objects and to read, but
+# not to see colours, and a caption stage afterwards does not teach them either; learned first,
+# they are kept through the mixture. Why the curriculum after it: the mixture's model reads the
+# expression and sees colours but never learns their conjunction (grounding stays at chance
+# between two objects that differ only in colour); two-colour matching starts it (~1,000 updates),
+# then two-colour and eight-colour grounding between such pairs widen it, and the last mixture
+# keeps half its grounding rows of that kind while it returns to every task (README, the demo).
+PRETRAIN_STAGES = (
+    ("captions", {"caption": "data/caption"}, 600),
+    ("run", {t: f"data/{t}" for t in DATA_PREFIXES}, None),
+    ("matching_2colours", {"matching": "curriculum/matching_2colours"}, 1000),
+    ("grounding_2colours", {"grounding": "curriculum/grounding_2colours"}, 1000),
+    ("grounding_8colours", {"grounding": "curriculum/grounding_8colours"}, 4500),
+    ("mixed", {"caption": "data/caption", "grounding": "curriculum/grounding_mixed", "ocr": "data/ocr"}, 2000),
+)
 
 
-def data_args(data: Path, prefixes: tuple[str, ...] = DATA_PREFIXES) -> list[str]:
-    """The task.*_data overrides: the train,valid TSVs of `prefixes`, null for the other tasks."""
-    return [f"task.{t}_data='{data}/{t}_train.tsv,{data}/{t}_valid.tsv'" if t in prefixes else f"task.{t}_data=null"
-            for t in DATA_PREFIXES]
+def data_args(sources: dict[str, str | Path]) -> list[str]:
+    """The task.*_data overrides: each field's train,valid TSVs (`sources`: field -> path prefix),
+    null for the other fields."""
+    return [f"task.{t}_data='{sources[t]}_train.tsv,{sources[t]}_valid.tsv'" if t in sources else f"task.{t}_data=null"
+            for t in TASK_FIELDS]
 
 
 # ------------------------------------------------------------------------------------ training
@@ -128,8 +144,8 @@ def finetune_updates(minutes: float) -> int:
     return max(1, round(UPDATES_PER_MINUTE * minutes))
 
 
-def training_command(config: str, run: Path, data: Path, minutes: float, updates: int, smoke: bool,
-                     start: Path | None = None, prefixes: tuple[str, ...] = DATA_PREFIXES) -> list[str]:
+def training_command(config: str, run: Path, sources: dict[str, str | Path], minutes: float, updates: int,
+                     smoke: bool, start: Path | None = None) -> list[str]:
     """The fairseq-hydra-train command line of one run of configs/demo/<config>.yaml.
 
     Args:
@@ -137,10 +153,11 @@ def training_command(config: str, run: Path, data: Path, minutes: float, updates
         minutes: optimization.stop_time_hours: the run stops there even if `updates` are not done.
         start: a `.pt` to finetune from (fairseq's --finetune-from-model: weights only, on the
             first launch; an interrupted run resumes from its own checkpoint_last.pt).
-        prefixes: the tasks whose data it reads (the others keep the YAML's value).
+        sources: unify_task field (caption, grounding, ocr, matching) -> TSV path prefix
+            (`<prefix>_train.tsv`, `<prefix>_valid.tsv`); the fields not named read nothing.
     """
     cmd = [str(Path(sys.executable).parent / "fairseq-hydra-train"), "--config-dir", str(REPO / "configs/demo"),
-           "--config-name", config, f"common.user_dir={REPO / 'ofa_cn'}", *data_args(data, prefixes),
+           "--config-name", config, f"common.user_dir={REPO / 'ofa_cn'}", *data_args(sources),
            f"checkpoint.save_dir={run}", f"++common.tensorboard_logdir={run / 'tensorboard'}",
            f"optimization.max_update={updates}", f"optimization.stop_time_hours={minutes / 60:.4f}"]
     if start is not None:
@@ -340,20 +357,48 @@ def write_report(out: Path, data: Path, metrics: dict, reliance: dict, curves: d
 # ---------------------------------------------------------------------------------------- modes
 
 
+def _stage_score_job(job: tuple[str, str, str, str]) -> float:
+    kind, checkpoint, test, out_dir = job
+    if kind == "matching":
+        from ofa_cn.demo.matching_accuracy import matching_accuracy
+
+        return matching_accuracy(checkpoint, test)
+    return float(_evaluate_job(("", checkpoint, "refcoco", test, out_dir))[2]["acc@0.5"])
+
+
+def stage_scores(checkpoint: Path, tests: dict[str, Path], run: Path) -> dict[str, float]:
+    """Held-out scores of a pretraining stage's checkpoint on its grounding and matching test
+    splits (`tests`: unify_task field -> TSV): Acc@0.5 through ofa_cn.apps.evaluate and the
+    matching accuracy, both in %, in one one-thread process; kept in run/held_out.json."""
+    kinds = {"grounding": "grounding Acc@0.5", "matching": "matching accuracy"}
+    done = run / "held_out.json"
+    if done.exists() and done.stat().st_mtime > checkpoint.stat().st_mtime:
+        return json.loads(done.read_text(encoding="utf-8"))
+    jobs = [(field, str(checkpoint), str(tests[field]), str(run / "eval_grounding")) for field in kinds if field in tests]
+    scores = {}
+    if jobs:
+        with concurrent.futures.ProcessPoolExecutor(1, initializer=_one_thread) as pool:
+            scores = {kinds[job[0]]: score for job, score in zip(jobs, pool.map(_stage_score_job, jobs))}
+    done.write_text(json.dumps(scores), encoding="utf-8")
+    return scores
+
+
 def pretrain(args, out: Path) -> int:
     """Make the pretrained checkpoint: the fixed updates of each PRETRAIN_STAGES config in turn,
     each stage starting from the last one's weights; the result is exported in fp16."""
     from omegaconf import OmegaConf
 
     from ofa_cn.demo.pretrained import PRETRAINED_DIR, export_fp16
+    from ofa_cn.demo.data.curriculum import CURRICULUM
     from ofa_cn.demo.report import read_training_losses
 
     counts = SMOKE_COUNTS if args.smoke else PRETRAIN_COUNTS
-    data = make_data(out / "pretrain" / "data", PRETRAIN_SEED, counts)
+    make_data(out / "pretrain" / "data", PRETRAIN_SEED, counts)
+    make_data(out / "pretrain" / "curriculum", PRETRAIN_SEED, counts, tasks=tuple(CURRICULUM))
     started = time.time()
-    start, losses, stage_updates = None, [], {}
+    start, losses, stage_updates, scores = None, [], {}, {}
     yaml_updates = OmegaConf.load(REPO / "configs/demo/pretrain.yaml")["optimization"]["max_update"]
-    for folder, prefixes, stage_max in PRETRAIN_STAGES:
+    for folder, sources, stage_max in PRETRAIN_STAGES:
         run = out / "pretrain" / folder
         updates = SMOKE_UPDATES if args.smoke else stage_max or yaml_updates
         if args.retrain and run.exists():
@@ -362,19 +407,23 @@ def pretrain(args, out: Path) -> int:
             (run / "DONE").unlink(missing_ok=True)
         if not (run / "DONE").exists():
             # no time limit: the checkpoint is the same whatever the machine's speed
-            cmd = training_command("pretrain", run, data, minutes=24 * 60, updates=updates, smoke=args.smoke,
-                                   start=start, prefixes=prefixes)
+            cmd = training_command("pretrain", run, {t: out / "pretrain" / p for t, p in sources.items()},
+                                   minutes=24 * 60, updates=updates, smoke=args.smoke, start=start)
             run_side_by_side({f"pretraining ({folder})": (cmd, run)})
         offset = sum(stage_updates.values())  # one loss curve over the stages
         losses += [(offset + u, loss) for u, loss in read_training_losses(run / "train.log")]
         stage_updates[folder] = updates
         start = run / "checkpoint_last.pt"
+        scores[folder] = stage_scores(start, {t: out / "pretrain" / f"{p}_test.tsv" for t, p in sources.items()}, run)
+        if scores[folder]:  # how far the stage got, on its own held-out rows
+            logger.info("after %s: %s", folder, ", ".join(f"{k} {v:.1f} %" for k, v in scores[folder].items()))
     minutes = (time.time() - started) / 60
     target = Path(args.pretrained) if args.pretrained else PRETRAINED_DIR
     made_by = {"command": "python scripts/demo.py --pretrain",
                "config": "configs/demo/pretrain.yaml",
                "data_seed": PRETRAIN_SEED, "rows_per_task": counts, "updates": sum(stage_updates.values()),
-               "updates_per_stage": stage_updates, "minutes_this_run": round(minutes, 1), "loss_curve": losses}
+               "updates_per_stage": stage_updates, "held_out_per_stage": scores,
+               "minutes_this_run": round(minutes, 1), "loss_curve": losses}
     sha = export_fp16(start, target, made_by)
     print(f"\npretrained checkpoint: {target}\nsha256 of model.safetensors: {sha}\n"
           "put it in ofa_cn/demo/pretrained.py (PRETRAINED_SHA256) and the README if this is the shipped one")
@@ -395,7 +444,8 @@ def demo(args, out: Path) -> int:
 
     updates = SMOKE_UPDATES if args.smoke else finetune_updates(args.minutes)
     runs = {"from scratch": out / "runs" / "from_scratch", "pretrained + finetuned": out / "runs" / "finetuned"}
-    commands = {name: (training_command("demo", run, data, args.minutes, updates, args.smoke,
+    sources = {t: data / t for t in DATA_PREFIXES}
+    commands = {name: (training_command("demo", run, sources, args.minutes, updates, args.smoke,
                                         start=start if name != "from scratch" else None), run)
                 for name, run in runs.items()}
     for name, (_cmd, run) in commands.items():

@@ -35,11 +35,12 @@ def test_longer_runs_make_more_updates_and_the_pretrained_run_starts_from_the_ch
     demo = _demo_script()
     assert demo.finetune_updates(60) == 4800 and demo.finetune_updates(5) == 400
     start = tmp_path / "start.pt"
-    cmd = demo.training_command("demo", tmp_path / "run", tmp_path / "data", 60, demo.finetune_updates(60),
-                                smoke=False, start=start)
+    sources = {t: tmp_path / "data" / t for t in demo.DATA_PREFIXES}
+    cmd = demo.training_command("demo", tmp_path / "run", sources, 60, demo.finetune_updates(60), smoke=False,
+                                start=start)
     assert "optimization.max_update=4800" in cmd and "optimization.stop_time_hours=1.0000" in cmd
-    assert f"checkpoint.finetune_from_model={start}" in cmd
-    scratch = demo.training_command("demo", tmp_path / "run", tmp_path / "data", 15, 1200, smoke=False)
+    assert f"checkpoint.finetune_from_model={start}" in cmd and "task.matching_data=null" in cmd
+    scratch = demo.training_command("demo", tmp_path / "run", sources, 15, 1200, smoke=False)
     assert not any(c.startswith("checkpoint.finetune_from_model") for c in scratch)
 
 
@@ -48,17 +49,33 @@ def test_every_process_runs_one_thread():
     assert demo.ONE_THREAD == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def test_pretraining_learns_captions_first_then_all_three_from_those_weights(tmp_path):
+def test_pretraining_learns_captions_first_then_all_three_then_the_curriculum(tmp_path):
     demo = _demo_script()
-    (first, first_tasks, first_updates), (second, second_tasks, second_updates) = demo.PRETRAIN_STAGES
-    assert first_tasks == ("caption",) and first_updates > 0
-    assert second_tasks == ("caption", "grounding", "ocr") and second_updates is None  # the YAML's max_update
+    from ofa_cn.demo.data import TASKS
+    from ofa_cn.demo.data.curriculum import CURRICULUM
+
+    (first, first_sources, first_updates), (second, second_sources, second_updates), *curriculum = \
+        demo.PRETRAIN_STAGES
+    assert first_sources == {"caption": "data/caption"} and first_updates > 0
+    assert second_sources == {t: f"data/{t}" for t in TASKS} and second_updates is None  # the YAML's max_update
+    # the curriculum in order: matching, then grounding on two colours, on eight, then all tasks again
+    assert [sources for _folder, sources, _updates in curriculum] == [
+        {"matching": "curriculum/matching_2colours"}, {"grounding": "curriculum/grounding_2colours"},
+        {"grounding": "curriculum/grounding_8colours"},
+        {"caption": "data/caption", "grounding": "curriculum/grounding_mixed", "ocr": "data/ocr"}]
+    for _folder, sources, updates in curriculum:
+        assert updates > 0
+        for field, prefix in sources.items():  # each reads what the generator writes, in the field it fits
+            kind, name = prefix.split("/")
+            assert (kind == "data" and name == field) or (kind == "curriculum" and CURRICULUM[name][1] == field)
     data = tmp_path / "data"
-    cmd = demo.training_command("pretrain", tmp_path / first, data, 60, first_updates, smoke=False,
-                                prefixes=first_tasks)
+    cmd = demo.training_command("pretrain", tmp_path / first, {"caption": data / "caption"}, 60, first_updates,
+                                smoke=False)
     assert f"task.caption_data='{data}/caption_train.tsv,{data}/caption_valid.tsv'" in cmd
-    assert "task.grounding_data=null" in cmd and "task.ocr_data=null" in cmd
+    assert "task.grounding_data=null" in cmd and "task.ocr_data=null" in cmd and "task.matching_data=null" in cmd
     assert f"optimization.max_update={first_updates}" in cmd
     start = tmp_path / first / "checkpoint_last.pt"
-    cmd = demo.training_command("pretrain", tmp_path / second, data, 60, 5200, smoke=False, start=start)
-    assert not any(c.endswith("_data=null") for c in cmd) and f"checkpoint.finetune_from_model={start}" in cmd
+    cmd = demo.training_command("pretrain", tmp_path / "m", {"matching": tmp_path / "m2"}, 60, 1000, smoke=False,
+                                start=start)
+    assert f"task.matching_data='{tmp_path}/m2_train.tsv,{tmp_path}/m2_valid.tsv'" in cmd
+    assert sum(c.endswith("_data=null") for c in cmd) == 3 and f"checkpoint.finetune_from_model={start}" in cmd

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from PIL import Image
 
+from .curriculum import CURRICULUM
 from .scenes import (
     COLOURS,
     RELATIONS,
     SCENE_SIZES,
     SHAPES,
     caption_references,
-    referring_expressions,
+    grounding_sample,
     render_scene,
     sample_scene,
 )
@@ -49,18 +50,16 @@ def _sample(
     task: str, split: str, rng: random.Random, font: Path
 ) -> tuple[Image.Image, tuple[str, ...]] | None:
     """One sample of ``task``: its image and the TSV fields after the image, or None to draw again."""
+    if task in CURRICULUM:
+        return CURRICULUM[task][0](rng)
     if task == "ocr":
         text = sample_ocr_text(rng)
         return render_text_line(text, font, rng), (text,)
+    if task == "grounding":
+        return grounding_sample(rng)
     scene = sample_scene(rng)
-    if task == "caption":
-        references = caption_references(scene)
-        return render_scene(scene), (references[0] if split == "train" else "&&".join(references),)
-    expressions = referring_expressions(scene)
-    if not expressions:
-        return None
-    expression, obj = rng.choice(expressions)
-    return render_scene(scene), (expression, ",".join(map(str, obj.box)))
+    references = caption_references(scene)
+    return render_scene(scene), (references[0] if split == "train" else "&&".join(references),)
 
 
 def _draw(job: tuple[str, str, int, str, int, Path]) -> list[tuple[bytes, tuple[str, ...]]]:
@@ -108,8 +107,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _settings(seed: int, counts: dict[str, int], font: Path) -> dict:
-    return {"seed": seed, "counts": dict(counts), "version": GENERATOR_VERSION, "font": str(font)}
+def _settings(seed: int, counts: dict[str, int], font: Path, tasks: tuple[str, ...]) -> dict:
+    return {"seed": seed, "counts": dict(counts), "version": GENERATOR_VERSION, "font": str(font), "tasks": list(tasks)}
 
 
 def _is_complete(out_dir: Path, settings: dict) -> bool:
@@ -133,12 +132,15 @@ def generate_dataset(
     font: str | os.PathLike | None = None,
     force: bool = False,
     workers: int | None = None,
+    tasks: tuple[str, ...] = TASKS,
 ) -> dict:
-    """Write ``{caption,grounding,ocr}_{train,valid,test}.tsv`` and ``manifest.json`` to ``out_dir``.
+    """Write ``{task}_{train,valid,test}.tsv`` for each of ``tasks`` and ``manifest.json`` to ``out_dir``.
 
     Columns (tab separated, UTF-8, images as standard base64 PNG):
     caption ``image_id, image, caption`` (valid/test: references joined by ``&&``);
-    grounding ``uniq_id, image, expression, "x0,y0,x1,y1"``; ocr ``uniq_id, image, text``.
+    grounding ``uniq_id, image, expression, "x0,y0,x1,y1"``; ocr ``uniq_id, image, text``; the
+    pretraining curriculum's (``curriculum.CURRICULUM``) as the task that reads them: matching
+    ``uniq_id, image, text, answer``, grounding as above.
     Each task and split has its own random stream, and no image appears twice within a task.
 
     Args:
@@ -146,6 +148,7 @@ def generate_dataset(
         font: CJK font file for OCR; default ``find_font()``.
         force: regenerate even if ``out_dir`` already holds a complete dataset with these settings.
         workers: processes that draw samples; default one per CPU core.
+        tasks: which to write: the corpus ``TASKS`` (default) or any of ``curriculum.CURRICULUM``.
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``, last, so a partial run has none).
@@ -153,9 +156,12 @@ def generate_dataset(
     counts = dict(counts or {"train": 3000, "valid": 100, "test": 200})
     if set(counts) != set(SPLITS) or any(n < 0 for n in counts.values()):
         raise ValueError(f"counts must give a non-negative row count for each of {SPLITS}; got {counts}")
+    unknown = set(tasks) - set(TASKS) - set(CURRICULUM)
+    if unknown:
+        raise ValueError(f"unknown demo data tasks {sorted(unknown)}; expected some of {TASKS + tuple(CURRICULUM)}")
     out_dir = Path(out_dir)
     font_path = find_font(font)
-    settings = _settings(seed, counts, font_path)
+    settings = _settings(seed, counts, font_path, tasks)
     if not force and _is_complete(out_dir, settings):
         logger.info("%s already holds a complete demo dataset with these settings; nothing to do", out_dir)
         return json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -165,7 +171,7 @@ def generate_dataset(
     (out_dir / "manifest.json").unlink(missing_ok=True)
     # Each split is drawn as independent chunks of CHUNK_ROWS, so processes share the work evenly
     # and the output does not depend on ``workers``.
-    order = [(task, split) for task in TASKS for split in ("test", "valid", "train")]
+    order = [(task, split) for task in tasks for split in ("test", "valid", "train")]
     jobs = [
         (task, split, seed, str(i), min(CHUNK_ROWS, counts[split] - start), font_path)
         for task, split in order
@@ -178,7 +184,7 @@ def generate_dataset(
     else:
         drawn = [_draw(job) for job in jobs]
 
-    files, seen = {}, {task: set() for task in TASKS}  # seen: image digests, to keep splits disjoint
+    files, seen = {}, {task: set() for task in tasks}  # seen: image digests, to keep splits disjoint
     for task, split in order:  # held-out splits first, so their rows stay fixed as train grows
         chunks = [rows for job, rows in zip(jobs, drawn) if job[:2] == (task, split)]
         name = f"{task}_{split}.tsv"

@@ -169,7 +169,12 @@ def sample_scene(rng: random.Random) -> Scene:
     """Draw a random scene of 1-3 non-overlapping objects; uses only ``rng``."""
     width, height = rng.choice(SCENE_SIZES)
     count = rng.choices((1, 2, 3), weights=(1, 2, 2))[0]
-    kinds = _pick_kinds(rng, count)
+    return lay_out(rng, width, height, _pick_kinds(rng, count))
+
+
+def lay_out(rng: random.Random, width: int, height: int, kinds: list[tuple[str, str]]) -> Scene:
+    """A width x height scene of objects of these (colour, shape) kinds at random sizes and places,
+    on a random background; uses only ``rng``."""
     while True:  # a crowded draw of sizes may not fit; a few retries always suffice
         sizes = [rng.randint(*OBJECT_SIZE) for _ in kinds]
         corners = _place(rng, width, height, sizes)
@@ -283,3 +288,14 @@ def referring_expressions(scene: Scene) -> list[tuple[str, SceneObject]]:
                 found.append((expression, obj))
                 break
     return found
+
+
+def grounding_sample(rng: random.Random) -> tuple[Image.Image, tuple[str, str]] | None:
+    """A corpus grounding row: a random scene, one of its referring expressions and that object's
+    box "x0,y0,x1,y1" (image, (expression, box)); None when no object can be singled out."""
+    scene = sample_scene(rng)
+    expressions = referring_expressions(scene)
+    if not expressions:
+        return None
+    expression, obj = rng.choice(expressions)
+    return render_scene(scene), (expression, ",".join(map(str, obj.box)))
