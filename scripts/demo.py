@@ -98,35 +98,22 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------------------------------- data
 
 
-def make_data(folder: Path, seed: int, counts: dict[str, int] | None, tasks: tuple[str, ...] | None = None) -> Path:
-    """The demo's generated data in `folder` (the corpus TASKS, or these `tasks`); -> folder."""
-    from ofa_cn.demo.data import TASKS, generate_dataset
+def make_data(folder: Path, seed: int, counts: dict[str, int] | None) -> Path:
+    from ofa_cn.demo.data import generate_dataset
 
-    generate_dataset(folder, seed=seed, counts=counts, tasks=tasks or TASKS)  # does nothing if already complete
+    generate_dataset(folder, seed=seed, counts=counts)  # does nothing if already complete
     return folder
 
 
 DATA_PREFIXES = ("caption", "grounding", "ocr")
-TASK_FIELDS = (*DATA_PREFIXES, "matching")  # the unify_task *_data fields the demo's configs set
+TASK_FIELDS = (*DATA_PREFIXES, "matching")  # the unify_task *_data fields the demo's configs list
 # The pretraining (configs/demo/pretrain.yaml) in stages: (run folder under OUT/pretrain, the data
-# it reads as {unify_task field: TSV prefix under OUT/pretrain}, its updates; None: the YAML's
-# max_update). Each starts from the one before's weights. data/: the generated corpus; curriculum/:
-# the samples of ofa_cn/demo/data/curriculum.py. Why captions first: trained on the three
+# it reads as {unify_task field: TSV prefix in OUT/pretrain/data}, its updates; None: the YAML's
+# max_update). Each starts from the one before's weights. Why captions first: trained on the three
 # objectives from random initialisation, the small model learns to count objects and to read, but
 # not to see colours, and a caption stage afterwards does not teach them either; learned first,
-# they are kept through the mixture. Why the curriculum after it: the mixture's model reads the
-# expression and sees colours but never learns their conjunction (grounding stays at chance
-# between two objects that differ only in colour); two-colour matching starts it (~1,000 updates),
-# then two-colour and eight-colour grounding between such pairs widen it, and the last mixture
-# keeps half its grounding rows of that kind while it returns to every task (README, the demo).
-PRETRAIN_STAGES = (
-    ("captions", {"caption": "data/caption"}, 600),
-    ("run", {t: f"data/{t}" for t in DATA_PREFIXES}, None),
-    ("matching_2colours", {"matching": "curriculum/matching_2colours"}, 1000),
-    ("grounding_2colours", {"grounding": "curriculum/grounding_2colours"}, 1000),
-    ("grounding_8colours", {"grounding": "curriculum/grounding_8colours"}, 4500),
-    ("mixed", {"caption": "data/caption", "grounding": "curriculum/grounding_mixed", "ocr": "data/ocr"}, 2000),
-)
+# they are kept through the mixture (README, the demo).
+PRETRAIN_STAGES = (("captions", {"caption": "caption"}, 600), ("run", {t: t for t in DATA_PREFIXES}, None))
 
 
 def data_args(sources: dict[str, str | Path]) -> list[str]:
@@ -357,30 +344,14 @@ def write_report(out: Path, data: Path, metrics: dict, reliance: dict, curves: d
 # ---------------------------------------------------------------------------------------- modes
 
 
-def _stage_score_job(job: tuple[str, str, str, str]) -> float:
-    kind, checkpoint, test, out_dir = job
-    if kind == "matching":
-        from ofa_cn.demo.matching_accuracy import matching_accuracy
-
-        return matching_accuracy(checkpoint, test)
-    return float(_evaluate_job(("", checkpoint, "refcoco", test, out_dir))[2]["acc@0.5"])
-
-
-def stage_scores(checkpoint: Path, tests: dict[str, Path], run: Path) -> dict[str, float]:
-    """Held-out scores of a pretraining stage's checkpoint on its grounding and matching test
-    splits (`tests`: unify_task field -> TSV): Acc@0.5 through ofa_cn.apps.evaluate and the
-    matching accuracy, both in %, in one one-thread process; kept in run/held_out.json."""
-    kinds = {"grounding": "grounding Acc@0.5", "matching": "matching accuracy"}
-    done = run / "held_out.json"
-    if done.exists() and done.stat().st_mtime > checkpoint.stat().st_mtime:
-        return json.loads(done.read_text(encoding="utf-8"))
-    jobs = [(field, str(checkpoint), str(tests[field]), str(run / "eval_grounding")) for field in kinds if field in tests]
-    scores = {}
-    if jobs:
+def stage_grounding(checkpoint: Path, test: Path, run: Path) -> float:
+    """Acc@0.5 (%) of a pretraining stage's checkpoint on the corpus's held-out grounding rows,
+    through ofa_cn.apps.evaluate in one one-thread process; kept in run/eval_grounding."""
+    done = run / "eval_grounding" / "metrics.json"
+    if not (done.exists() and done.stat().st_mtime > checkpoint.stat().st_mtime):
         with concurrent.futures.ProcessPoolExecutor(1, initializer=_one_thread) as pool:
-            scores = {kinds[job[0]]: score for job, score in zip(jobs, pool.map(_stage_score_job, jobs))}
-    done.write_text(json.dumps(scores), encoding="utf-8")
-    return scores
+            pool.submit(_evaluate_job, ("", str(checkpoint), "refcoco", str(test), str(done.parent))).result()
+    return float(json.loads(done.read_text(encoding="utf-8"))["acc@0.5"])
 
 
 def pretrain(args, out: Path) -> int:
@@ -389,14 +360,12 @@ def pretrain(args, out: Path) -> int:
     from omegaconf import OmegaConf
 
     from ofa_cn.demo.pretrained import PRETRAINED_DIR, export_fp16
-    from ofa_cn.demo.data.curriculum import CURRICULUM
     from ofa_cn.demo.report import read_training_losses
 
     counts = SMOKE_COUNTS if args.smoke else PRETRAIN_COUNTS
-    make_data(out / "pretrain" / "data", PRETRAIN_SEED, counts)
-    make_data(out / "pretrain" / "curriculum", PRETRAIN_SEED, counts, tasks=tuple(CURRICULUM))
+    data = make_data(out / "pretrain" / "data", PRETRAIN_SEED, counts)
     started = time.time()
-    start, losses, stage_updates, scores = None, [], {}, {}
+    start, losses, stage_updates, grounding = None, [], {}, {}
     yaml_updates = OmegaConf.load(REPO / "configs/demo/pretrain.yaml")["optimization"]["max_update"]
     for folder, sources, stage_max in PRETRAIN_STAGES:
         run = out / "pretrain" / folder
@@ -407,22 +376,22 @@ def pretrain(args, out: Path) -> int:
             (run / "DONE").unlink(missing_ok=True)
         if not (run / "DONE").exists():
             # no time limit: the checkpoint is the same whatever the machine's speed
-            cmd = training_command("pretrain", run, {t: out / "pretrain" / p for t, p in sources.items()},
+            cmd = training_command("pretrain", run, {t: data / p for t, p in sources.items()},
                                    minutes=24 * 60, updates=updates, smoke=args.smoke, start=start)
             run_side_by_side({f"pretraining ({folder})": (cmd, run)})
         offset = sum(stage_updates.values())  # one loss curve over the stages
         losses += [(offset + u, loss) for u, loss in read_training_losses(run / "train.log")]
         stage_updates[folder] = updates
         start = run / "checkpoint_last.pt"
-        scores[folder] = stage_scores(start, {t: out / "pretrain" / f"{p}_test.tsv" for t, p in sources.items()}, run)
-        if scores[folder]:  # how far the stage got, on its own held-out rows
-            logger.info("after %s: %s", folder, ", ".join(f"{k} {v:.1f} %" for k, v in scores[folder].items()))
+        if "grounding" in sources:  # how far the stage got, on the corpus's held-out rows
+            grounding[folder] = stage_grounding(start, data / f"{sources['grounding']}_test.tsv", run)
+            logger.info("after %s: grounding Acc@0.5 %.1f %% on the corpus's held-out rows", folder, grounding[folder])
     minutes = (time.time() - started) / 60
     target = Path(args.pretrained) if args.pretrained else PRETRAINED_DIR
     made_by = {"command": "python scripts/demo.py --pretrain",
                "config": "configs/demo/pretrain.yaml",
                "data_seed": PRETRAIN_SEED, "rows_per_task": counts, "updates": sum(stage_updates.values()),
-               "updates_per_stage": stage_updates, "held_out_per_stage": scores,
+               "updates_per_stage": stage_updates, "grounding_acc_per_stage": grounding,
                "minutes_this_run": round(minutes, 1), "loss_curve": losses}
     sha = export_fp16(start, target, made_by)
     print(f"\npretrained checkpoint: {target}\nsha256 of model.safetensors: {sha}\n"

@@ -15,7 +15,7 @@ from helpers import load_script
 from PIL import Image
 
 from ofa_cn.demo import data as demo_data
-from ofa_cn.demo.data.curriculum import CURRICULUM, TWO_COLOURS
+from ofa_cn.demo.data.binding import BINDING_TASKS, TWO_COLOURS
 from ofa_cn.demo.data.scenes import OBJECT_SIZE
 from ofa_cn.demo.data import (
     CHARACTERS,
@@ -351,29 +351,29 @@ def test_font_without_chinese_is_rejected():
         demo_data.find_font(latin)
 
 
-# ---------------------------------------------------------------- the pretraining curriculum
+# ---------------------------------------------------------------- the binding experiments' rows
 
 
 @pytest.fixture(scope="module")
-def curriculum(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("curriculum")
-    generate_dataset(out, seed=3, counts=COUNTS, workers=1, tasks=tuple(CURRICULUM))
+def binding_rows(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("binding")
+    generate_dataset(out, seed=3, counts=COUNTS, workers=1, tasks=tuple(BINDING_TASKS))
     return out
 
 
-def test_curriculum_files_are_written_alone_and_unknown_tasks_named(curriculum, tmp_path):
-    names = {p.name for p in curriculum.iterdir()}
-    assert names == {"manifest.json"} | {f"{t}_{s}.tsv" for t in CURRICULUM for s in COUNTS}
-    manifest = json.loads((curriculum / "manifest.json").read_text(encoding="utf-8"))
-    assert manifest["settings"]["tasks"] == list(CURRICULUM)
+def test_binding_files_are_written_alone_and_unknown_tasks_named(binding_rows, tmp_path):
+    names = {p.name for p in binding_rows.iterdir()}
+    assert names == {"manifest.json"} | {f"{t}_{s}.tsv" for t in BINDING_TASKS for s in COUNTS}
+    manifest = json.loads((binding_rows / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["settings"]["tasks"] == list(BINDING_TASKS)
     with pytest.raises(ValueError, match=r"unknown demo data tasks \['matching_8colours'\]"):
         generate_dataset(tmp_path, seed=3, counts=COUNTS, workers=1, tasks=("caption", "matching_8colours"))
 
 
-def test_colour_matching_answers_need_the_text_and_the_picture(curriculum):
+def test_matching_answers_need_the_text_and_the_picture(binding_rows):
     answers = []
     for split in COUNTS:
-        for row in read_rows(curriculum / f"matching_2colours_{split}.tsv"):
+        for row in read_rows(binding_rows / f"matching_2colours_{split}.tsv"):
             _id, image, text, answer = row
             assert text in TWO_COLOURS, row[0]
             # exactly one of the two colours is drawn, so the text and the picture are both needed
@@ -394,19 +394,21 @@ def is_contrast_pair(image: Image.Image, expression: str) -> bool:
     (other,) = set(present) - {match[1]}
     ys, xs = np.nonzero(colour_mask(image, other))
     drawn = colour_mask(image, other)[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
-    for size in range(OBJECT_SIZE[0], OBJECT_SIZE[1] + 1):
-        mask = shape_mask(match[2], size)
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if np.array_equal(mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], drawn):
-            return True
-    return False
+    return any(np.array_equal(tight(shape_mask(match[2], size)), drawn)
+               for size in range(OBJECT_SIZE[0], OBJECT_SIZE[1] + 1))
+
+
+def tight(mask: np.ndarray) -> np.ndarray:
+    """The mask cut to the box of its set pixels."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
 @pytest.mark.parametrize("task, colours", [("grounding_2colours", TWO_COLOURS), ("grounding_8colours", tuple(COLOURS))])
-def test_contrast_grounding_names_one_of_two_same_shape_objects_by_colour(curriculum, task, colours):
+def test_contrast_grounding_names_one_of_two_same_shape_objects_by_colour(binding_rows, task, colours):
     used = set()
     for split in COUNTS:
-        for row in read_rows(curriculum / f"{task}_{split}.tsv"):
+        for row in read_rows(binding_rows / f"{task}_{split}.tsv"):
             image, colour = decode(row[1]), row[2].split("的")[0]
             assert is_contrast_pair(image, row[2]), f"{task}_{split} {row[0]} {row[2]}"
             assert {c for c in COLOURS if colour_mask(image, c).any()} <= set(colours)
@@ -415,14 +417,3 @@ def test_contrast_grounding_names_one_of_two_same_shape_objects_by_colour(curric
             used.add(colour)
     assert used == set(colours)
 
-
-def test_the_last_stage_mixes_contrast_pairs_with_corpus_rows(curriculum, dataset):
-    def pairs(path):
-        rows = read_rows(path)
-        for row in rows:  # every row's expression names its object, with a tight box
-            colour = re.search("|".join(COLOURS), row[2]).group(0)
-            assert_tight(colour_mask(decode(row[1]), colour), tuple(int(v) for v in row[3].split(",")), row[0])
-        return sum(is_contrast_pair(decode(row[1]), row[2]) for row in rows) / len(rows)
-
-    assert pairs(dataset / "grounding_train.tsv") < 0.15  # the corpus alone: few such pairs
-    assert 0.3 < pairs(curriculum / "grounding_mixed_train.tsv") < 0.75  # half drawn as pairs

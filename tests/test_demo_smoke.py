@@ -49,7 +49,7 @@ def test_demo_smoke_produces_every_output(tmp_path):
 
 def test_pretrain_smoke_runs_every_stage_and_exports(tmp_path):
     """`--pretrain --smoke`: every PRETRAIN_STAGES stage through fairseq-hydra-train, each from the
-    last one's weights, the curriculum's data (matching pairs included) read, the export loadable."""
+    last one's weights and reading its tasks' files, the held-out grounding scored, the export loadable."""
     from helpers import load_script
 
     from ofa_cn.demo.pretrained import write_finetune_start
@@ -65,17 +65,16 @@ def test_pretrain_smoke_runs_every_stage_and_exports(tmp_path):
         run = out / "pretrain" / folder
         assert (run / "DONE").exists() and (run / "checkpoint_last.pt").exists(), folder
         log = (run / "train.log").read_text(encoding="utf-8")
-        for field, prefix in sources.items():  # the task read the stage's files, e.g. matching pairs
-            assert f"rows from {out / 'pretrain' / prefix}_train.tsv" in log, (folder, field)
+        for prefix in sources.values():
+            assert f"rows from {out / 'pretrain' / 'data' / prefix}_train.tsv" in log, (folder, prefix)
         if previous is not None:
             assert f"{previous}/checkpoint_last.pt" in log and "loaded checkpoint" in log.lower(), folder
         previous = folder
     made_by = json.loads((export / "config.json").read_text(encoding="utf-8"))["made_by"]
     assert made_by["updates_per_stage"] == {folder: 4 for folder, _s, _u in stages}
-    scores = made_by["held_out_per_stage"]
-    for folder, sources, _updates in stages:  # each stage's held-out score, on its own test split
-        expected = {"grounding Acc@0.5"} if "grounding" in sources else set()
-        expected |= {"matching accuracy"} if "matching" in sources else set()
-        assert set(scores[folder]) == expected, folder
-        assert all(0 <= v <= 100 for v in scores[folder].values()), folder
+    scored = {folder for folder, sources, _u in stages if "grounding" in sources}
+    assert set(made_by["grounding_acc_per_stage"]) == scored and "grounding Acc@0.5" in proc.stderr
+    for folder in scored:  # the evaluation's own metrics file, 12 held-out rows
+        metrics = json.loads((out / "pretrain" / folder / "eval_grounding" / "metrics.json").read_text(encoding="utf-8"))
+        assert metrics["count"] == 12 and made_by["grounding_acc_per_stage"][folder] == metrics["acc@0.5"]
     write_finetune_start(export, tmp_path / "start.pt")  # loads back as a fairseq start file

@@ -1,11 +1,9 @@
 """How often a model answers image-text matching rows right: 是 or 否, whichever it scores higher.
 
-    from ofa_cn.demo.matching_accuracy import matching_accuracy
-    matching_accuracy("demo_out/pretrain/matching_2colours/checkpoint_last.pt",
-                      "demo_out/pretrain/curriculum/matching_2colours_test.tsv")   # e.g. 99.5
+    python -m ofa_cn.demo.matching_accuracy CHECKPOINT TSV        # e.g. 100.0 (%)
 
-The pretraining's curriculum starts with such rows (ofa_cn/demo/data/curriculum.py); the demo's
-`--pretrain` prints this after that stage, as it prints Acc@0.5 after the grounding stages.
+The binding experiments of the README's demo section score their matching rows
+(ofa_cn/demo/data/binding.py) with it; grounding rows are scored by ofa_cn.apps.evaluate.
 """
 
 from __future__ import annotations
@@ -46,3 +44,12 @@ def matching_accuracy(checkpoint: str | Path, tsv: str | Path, rows: int = 200, 
             logits = model(**batch["net_input"])[0]
         correct += answers_right(logits, batch["target"], yes, no)
     return 100.0 * correct / count
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        raise SystemExit("usage: python -m ofa_cn.demo.matching_accuracy CHECKPOINT TSV")
+    torch.set_num_threads(1)
+    print(f"{matching_accuracy(sys.argv[1], sys.argv[2]):.1f}")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .curriculum import CURRICULUM
+from .binding import BINDING_TASKS
 from .scenes import (
     COLOURS,
     RELATIONS,
@@ -50,8 +50,8 @@ def _sample(
     task: str, split: str, rng: random.Random, font: Path
 ) -> tuple[Image.Image, tuple[str, ...]] | None:
     """One sample of ``task``: its image and the TSV fields after the image, or None to draw again."""
-    if task in CURRICULUM:
-        return CURRICULUM[task][0](rng)
+    if task in BINDING_TASKS:
+        return BINDING_TASKS[task][0](rng)
     if task == "ocr":
         text = sample_ocr_text(rng)
         return render_text_line(text, font, rng), (text,)
@@ -139,7 +139,7 @@ def generate_dataset(
     Columns (tab separated, UTF-8, images as standard base64 PNG):
     caption ``image_id, image, caption`` (valid/test: references joined by ``&&``);
     grounding ``uniq_id, image, expression, "x0,y0,x1,y1"``; ocr ``uniq_id, image, text``; the
-    pretraining curriculum's (``curriculum.CURRICULUM``) as the task that reads them: matching
+    binding experiments' (``binding.BINDING_TASKS``) as the task that reads them: matching
     ``uniq_id, image, text, answer``, grounding as above.
     Each task and split has its own random stream, and no image appears twice within a task.
 
@@ -148,7 +148,7 @@ def generate_dataset(
         font: CJK font file for OCR; default ``find_font()``.
         force: regenerate even if ``out_dir`` already holds a complete dataset with these settings.
         workers: processes that draw samples; default one per CPU core.
-        tasks: which to write: the corpus ``TASKS`` (default) or any of ``curriculum.CURRICULUM``.
+        tasks: which to write: the corpus ``TASKS`` (default) or any of ``binding.BINDING_TASKS``.
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``, last, so a partial run has none).
@@ -156,9 +156,9 @@ def generate_dataset(
     counts = dict(counts or {"train": 3000, "valid": 100, "test": 200})
     if set(counts) != set(SPLITS) or any(n < 0 for n in counts.values()):
         raise ValueError(f"counts must give a non-negative row count for each of {SPLITS}; got {counts}")
-    unknown = set(tasks) - set(TASKS) - set(CURRICULUM)
+    unknown = set(tasks) - set(TASKS) - set(BINDING_TASKS)
     if unknown:
-        raise ValueError(f"unknown demo data tasks {sorted(unknown)}; expected some of {TASKS + tuple(CURRICULUM)}")
+        raise ValueError(f"unknown demo data tasks {sorted(unknown)}; expected some of {TASKS + tuple(BINDING_TASKS)}")
     out_dir = Path(out_dir)
     font_path = find_font(font)
     settings = _settings(seed, counts, font_path, tasks)
