@@ -49,11 +49,24 @@ def test_every_process_runs_one_thread():
     assert demo.ONE_THREAD == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def test_pretraining_learns_captions_first_then_all_three_from_those_weights(tmp_path):
+def test_pretraining_learns_captions_first_then_all_three_then_the_binding(tmp_path):
     demo = _demo_script()
-    (first, first_sources, first_updates), (second, second_sources, second_updates) = demo.PRETRAIN_STAGES
-    assert first_sources == {"caption": "caption"} and first_updates > 0
-    assert second_sources == {t: t for t in ("caption", "grounding", "ocr")} and second_updates is None  # the YAML's
+    from ofa_cn.demo.data import TASKS
+    from ofa_cn.demo.data.binding import BINDING_TASKS
+
+    (first, first_sources, first_updates), (second, second_sources, second_updates), *binding = demo.PRETRAIN_STAGES
+    assert first_sources == {"caption": "data/caption"} and first_updates > 0
+    assert second_sources == {t: f"data/{t}" for t in TASKS} and second_updates is None  # the YAML's max_update
+    # matching, then sided pairs make the decoder read the colour, random pairs bind it: two colours, then eight
+    assert [sources for _folder, sources, _updates in binding] == [
+        {"matching": "binding/matching_2colours"}, {"grounding": "binding/sided_2colours"}, {"grounding": "binding/grounding_2colours"},
+        {"grounding": "binding/sided_8colours"}, {"grounding": "binding/grounding_8colours"},
+        {"caption": "data/caption", "grounding": "binding/grounding_mixed", "ocr": "data/ocr"}]
+    for _folder, sources, updates in binding:
+        assert updates > 0
+        for field, prefix in sources.items():  # each reads what the generator writes, in the field it fits
+            kind, name = prefix.split("/")
+            assert (kind == "data" and name == field) or (kind == "binding" and BINDING_TASKS[name][1] == field)
     data = tmp_path / "data"
     cmd = demo.training_command("pretrain", tmp_path / first, {"caption": data / "caption"}, 60, first_updates,
                                 smoke=False)

@@ -15,7 +15,7 @@ from helpers import load_script
 from PIL import Image
 
 from ofa_cn.demo import data as demo_data
-from ofa_cn.demo.data.binding import BINDING_TASKS, TWO_COLOURS
+from ofa_cn.demo.data.binding import BINDING_TASKS, SIDE_GAP, TWO_COLOURS
 from ofa_cn.demo.data.scenes import OBJECT_SIZE
 from ofa_cn.demo.data import (
     CHARACTERS,
@@ -417,3 +417,31 @@ def test_contrast_grounding_names_one_of_two_same_shape_objects_by_colour(bindin
             used.add(colour)
     assert used == set(colours)
 
+
+
+@pytest.mark.parametrize("task, colours", [("sided_2colours", TWO_COLOURS), ("sided_8colours", tuple(COLOURS))])
+def test_sided_pairs_put_the_earlier_colour_on_the_left(binding_rows, task, colours):
+    for split in COUNTS:
+        for row in read_rows(binding_rows / f"{task}_{split}.tsv"):
+            image = decode(row[1])
+            assert is_contrast_pair(image, row[2]), f"{task}_{split} {row[0]} {row[2]}"
+            centres = {}
+            for colour in (c for c in colours if colour_mask(image, c).any()):
+                ys, xs = np.nonzero(colour_mask(image, colour))
+                centres[colour] = (xs.min() + xs.max() + 1) / 2
+            left, right = sorted(centres, key=colours.index)
+            assert centres[right] - centres[left] >= SIDE_GAP, f"{task}_{split} {row[0]}: {centres}"
+            colour = row[2].split("的")[0]
+            assert_tight(colour_mask(image, colour), tuple(int(v) for v in row[3].split(",")), f"{task} {row[0]}")
+
+
+def test_the_last_stage_mixes_pairs_with_corpus_rows(binding_rows, dataset):
+    def pairs(path):
+        rows = read_rows(path)
+        for row in rows:  # every row's expression names its object, with a tight box
+            colour = re.search("|".join(COLOURS), row[2]).group(0)
+            assert_tight(colour_mask(decode(row[1]), colour), tuple(int(v) for v in row[3].split(",")), row[0])
+        return sum(is_contrast_pair(decode(row[1]), row[2]) for row in rows) / len(rows)
+
+    assert pairs(dataset / "grounding_train.tsv") < 0.15  # the corpus alone: few such pairs
+    assert 0.3 < pairs(binding_rows / "grounding_mixed_train.tsv") < 0.75  # half drawn as pairs

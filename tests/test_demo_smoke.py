@@ -66,7 +66,7 @@ def test_pretrain_smoke_runs_every_stage_and_exports(tmp_path):
         assert (run / "DONE").exists() and (run / "checkpoint_last.pt").exists(), folder
         log = (run / "train.log").read_text(encoding="utf-8")
         for prefix in sources.values():
-            assert f"rows from {out / 'pretrain' / 'data' / prefix}_train.tsv" in log, (folder, prefix)
+            assert f"rows from {out / 'pretrain' / prefix}_train.tsv" in log, (folder, prefix)
         if previous is not None:
             assert f"{previous}/checkpoint_last.pt" in log and "loaded checkpoint" in log.lower(), folder
         previous = folder
