@@ -57,9 +57,9 @@ def test_pretraining_learns_captions_first_then_all_three_then_the_binding(tmp_p
     (first, first_sources, first_updates), (second, second_sources, second_updates), *binding = demo.PRETRAIN_STAGES
     assert first_sources == {"caption": "data/caption"} and first_updates > 0
     assert second_sources == {t: f"data/{t}" for t in TASKS} and second_updates is None  # the YAML's max_update
-    # matching, then sided pairs make the decoder read the colour, random pairs bind it: two colours, then eight
+    # sided pairs make the decoder read the colour, random pairs bind it: two colours, then eight
     assert [sources for _folder, sources, _updates in binding] == [
-        {"matching": "binding/matching_2colours"}, {"grounding": "binding/sided_2colours"}, {"grounding": "binding/grounding_2colours"},
+        {"grounding": "binding/sided_2colours"}, {"grounding": "binding/grounding_2colours"},
         {"grounding": "binding/sided_8colours"}, {"grounding": "binding/grounding_8colours"},
         {"caption": "data/caption", "grounding": "binding/grounding_mixed", "ocr": "data/ocr"}]
     for _folder, sources, updates in binding:
