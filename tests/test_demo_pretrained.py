@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import load_script
+from omegaconf import OmegaConf
 
 from ofa_cn.checkpoints.formats import CheckpointError, load_exported
 from ofa_cn.demo.pretrained import (MAX_SHIPPED_BYTES, PRETRAINED_DIR, PRETRAINED_SHA256, sha256_of, verify,
@@ -30,6 +31,10 @@ def test_shipped_checkpoint_was_pretrained_on_data_disjoint_from_the_demo():
     made_by = json.loads((PRETRAINED_DIR / "config.json").read_text(encoding="utf-8"))["made_by"]
     assert made_by["data_seed"] == demo.PRETRAIN_SEED != demo.DEMO_SEED
     assert made_by["config"] == "configs/demo/pretrain.yaml" and made_by["updates"] > 0
+    # made by today's stages: each stage's folder and updates (None: the YAML's max_update)
+    yaml_updates = OmegaConf.load(REPO / "configs/demo/pretrain.yaml")["optimization"]["max_update"]
+    assert made_by["updates_per_stage"] == {folder: updates or yaml_updates
+                                            for folder, _sources, updates in demo.PRETRAIN_STAGES}
 
 
 def test_a_changed_weights_file_is_refused_with_both_hashes(tmp_path):
