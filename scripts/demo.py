@@ -5,7 +5,7 @@
     OFA_CN_DEMO_MINUTES=30 make demo            a longer finetuning (default 15 minutes at most)
     python scripts/demo.py --retrain            train again even if finished runs exist
     python scripts/demo.py --smoke --out DIR    a two-minute version (the test suite runs it)
-    python scripts/demo.py --pretrain           remake the shipped pretrained checkpoint (~40 minutes)
+    python scripts/demo.py --pretrain           remake the shipped pretrained checkpoint (~80 minutes, one thread)
 
 As OFA-CN itself was made: a small OFA-CN (`ofa_cn_demo`) is pretrained once on a large generated
 corpus (configs/demo/pretrain.yaml; the result ships in fp16 as ofa_cn/assets/demo_pretrained/,
