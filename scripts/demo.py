@@ -378,12 +378,12 @@ def pretrain(args, out: Path) -> int:
     from ofa_cn.demo.pretrained import PRETRAINED_DIR, export_fp16
     from ofa_cn.demo.report import read_training_losses
 
-    from ofa_cn.demo.data.binding import BINDING_TASKS
-
     counts = SMOKE_COUNTS if args.smoke else PRETRAIN_COUNTS
     make_data(out / "pretrain" / "data", PRETRAIN_SEED, counts)
+    binding = tuple(dict.fromkeys(p.split("/")[1] for _f, sources, _u in PRETRAIN_STAGES for p in sources.values()
+                                  if p.startswith("binding/")))  # only the rows a stage reads, in stage order
     make_data(out / "pretrain" / "binding", PRETRAIN_SEED, counts if args.smoke else {**counts, "train": BINDING_ROWS},
-              tasks=tuple(BINDING_TASKS))
+              tasks=binding)
     started = time.time()
     start, losses, stage_updates, grounding = None, [], {}, {}
     yaml_updates = OmegaConf.load(REPO / "configs/demo/pretrain.yaml")["optimization"]["max_update"]
