@@ -79,6 +79,40 @@ EXAMPLES = 8  # held-out examples per task on the report page
 PROGRESS_EVERY_S = 30  # how often each run's update, loss and updates per minute are printed
 
 
+def machine() -> str:
+    """The CPU and the instruction set torch's kernels use here, e.g. "AMD EPYC, AVX2, torch 2.13.0+cpu".
+
+    Runs on one machine give bit-identical weights; on another CPU oneDNN may pick other kernels
+    (AVX2 or AVX-512) and round differently, so the results say where they were made.
+    """
+    import platform
+
+    import torch
+
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        name = names[0] if names else name
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}, {os.cpu_count()} cores"
+
+
+def stopped_early(done: dict[str, object], planned: int, minutes: float) -> str:
+    """A warning sentence when a finetuning run stopped at the time limit before its planned
+    updates (a busy or slow machine: its results are those of a shorter run), else "".
+
+    done: run name -> updates made (an int, or "?" when its log has none).
+    """
+    short = {name: u for name, u in done.items() if isinstance(u, int) and u < planned}
+    if not short:
+        return ""
+    runs = ", ".join(f"{name} after {u}" for name, u in short.items())
+    return (f" Stopped by the {minutes:g}-minute limit before the {planned} planned updates: {runs}; the machine "
+            f"was slower than {UPDATES_PER_MINUTE} updates a minute (busy?), so these rows are a shorter "
+            "finetuning's.")
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=str(REPO / "demo_out"), help="output folder (default demo_out/)")
@@ -412,7 +446,7 @@ def pretrain(args, out: Path) -> int:
                "config": "configs/demo/pretrain.yaml",
                "data_seed": PRETRAIN_SEED, "rows_per_task": counts, "updates": sum(stage_updates.values()),
                "updates_per_stage": stage_updates, "grounding_acc_per_stage": grounding,
-               "minutes_this_run": round(minutes, 1), "loss_curve": losses}
+               "minutes_this_run": round(minutes, 1), "machine": machine(), "loss_curve": losses}
     sha = export_fp16(start, target, made_by)
     print(f"\npretrained checkpoint: {target}\nsha256 of model.safetensors: {sha}\n"
           "put it in ofa_cn/demo/pretrained.py (PRETRAINED_SHA256) and the README if this is the shipped one")
@@ -464,7 +498,8 @@ def demo(args, out: Path) -> int:
              f"one CPU thread each; done: " + ", ".join(f"{n} {u} updates" for n, u in done.items())
              + (", " + ", ".join(f"{n} {r:.0f} updates/min" for n, r in rates.items()) if rates else "")
              + f". Pretraining: {made_by.get('updates', '?')} updates on {made_by.get('rows_per_task', '?')} "
-             f"rows per task of seed {made_by.get('data_seed', '?')}; held-out test split of seed {DEMO_SEED}.")
+             f"rows per task of seed {made_by.get('data_seed', '?')}; held-out test split of seed {DEMO_SEED}. "
+             f"Machine: {machine()}." + stopped_early(done, updates, args.minutes))
     table = write_report(out, data, metrics, reliance, curves, notes)
     print("\n" + table + "\n\n" + notes)
     print(f"\nreport: {out / 'report.html'}   (training {(trained_at - started) / 60:.1f} min, "

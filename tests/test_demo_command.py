@@ -78,3 +78,12 @@ def test_pretraining_learns_captions_first_then_all_three_then_the_binding(tmp_p
                                 start=start)
     assert f"task.matching_data='{tmp_path}/m2_train.tsv,{tmp_path}/m2_valid.tsv'" in cmd
     assert sum(c.endswith("_data=null") for c in cmd) == 3 and f"checkpoint.finetune_from_model={start}" in cmd
+
+
+def test_a_run_cut_by_the_time_limit_is_named_in_the_notes():
+    demo = _demo_script()
+    assert demo.stopped_early({"from scratch": 1200, "pretrained + finetuned": 1200}, 1200, 15) == ""
+    assert demo.stopped_early({"from scratch": "?"}, 1200, 15) == ""  # no log: nothing to claim
+    note = demo.stopped_early({"from scratch": 1200, "pretrained + finetuned": 800}, 1200, 15)
+    assert "15-minute limit" in note and "1200 planned" in note
+    assert "pretrained + finetuned after 800" in note and "from scratch after" not in note

@@ -4,11 +4,13 @@ the shipped pretrained checkpoint) -> evaluate four models -> report, all output
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -37,6 +39,9 @@ def test_demo_smoke_produces_every_output(tmp_path):
     # the finetuned run started from the pretrained weights, not from a fresh initialisation
     log = (out / "runs/finetuned/train.log").read_text(encoding="utf-8")
     assert "pretrained_start.pt" in log and "loaded checkpoint" in log.lower()
+    # where the numbers were made: runs on one machine are bit-identical, other CPUs may round differently
+    machine = f"{torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__}"
+    assert "Machine: " in (out / "results.md").read_text(encoding="utf-8") and machine in proc.stdout
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count("class='card'") == 3 * 8 and page.count("<table>") == 2
     assert list((out / "runs/finetuned/tensorboard").rglob("events.out.tfevents.*"))
@@ -72,6 +77,7 @@ def test_pretrain_smoke_runs_every_stage_and_exports(tmp_path):
         previous = folder
     made_by = json.loads((export / "config.json").read_text(encoding="utf-8"))["made_by"]
     assert made_by["updates_per_stage"] == {folder: 4 for folder, _s, _u in stages}
+    assert made_by["machine"].endswith(f"torch {torch.__version__}, {os.cpu_count()} cores")
     scored = {folder for folder, sources, _u in stages if "grounding" in sources}
     assert set(made_by["grounding_acc_per_stage"]) == scored and "grounding Acc@0.5" in proc.stderr
     for folder in scored:  # the evaluation's own metrics file, 12 held-out rows
