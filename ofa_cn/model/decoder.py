@@ -146,8 +146,8 @@ class Decoder(nn.Module):
         self.output_projection = Linear(D, embed_tokens.num_embeddings, bias=False)
         self.output_projection.weight = embed_tokens.weight  # tied
         # On CPU the biggest product of a decoding step; a oneDNN-packed copy (V x D floats) spares
-        # it the weight reorder every step. The other layers stay unpacked: their copies would
-        # outweigh the gain in memory.
+        # it the weight reorder every step (as each DecoderLayer does for its step products). The
+        # encoder's linears stay plain: one pass over many rows, where a reorder costs little.
         self.output_projection.pack_weight = True
         self.token_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(2 * cfg.token_bucket_size - 1, H) for _ in range(cfg.decoder_layers))

@@ -100,6 +100,14 @@ class DecoderLayer(nn.Module, FeedForward):
         self.w_resid = nn.Parameter(torch.ones(D)) if cfg.scale_resids else None
         self.final_layer_norm = nn.LayerNorm(D)  # pre-FFN norm
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
+        # On a CPU a decoding step reads each of these weights for a few rows (the beams), and
+        # oneDNN reorders a plain weight on every such call: a packed copy, kept until the weight
+        # changes (`Linear.pack_weight`), costs 198 MB for base and saves 5-19 % of its beam-5
+        # generation at batch 1, 3-12 % at batch 4 (README, "Same run"). The cross-attention's keys
+        # and values are projected once per sentence and stay plain.
+        for linear in (self.self_attn.k_proj, self.self_attn.v_proj, self.self_attn.q_proj, self.self_attn.out_proj,
+                       self.encoder_attn.q_proj, self.encoder_attn.out_proj, self.fc1, self.fc2):
+            linear.pack_weight = True
 
     def forward(self, x: torch.Tensor, self_kv: tuple[torch.Tensor, torch.Tensor] | None,
                 self_bias: torch.Tensor | None, cross: tuple[torch.Tensor, torch.Tensor] | torch.Tensor,

@@ -147,3 +147,35 @@ def test_a_linear_with_a_packed_weight_can_be_copied_and_saved(tmp_path):
         torch.testing.assert_close(copied(x), expected)
         copied.weight.mul_(2)  # its own weight, its own packed copy
         torch.testing.assert_close(layer(x), expected)
+
+
+@torch.no_grad()
+def test_a_decoding_step_reads_packed_copies_of_its_weights():
+    """On a CPU the decoder layers' step products (self-attention, cross queries and output, FFN)
+    and the output projection use oneDNN-packed weights; the cross keys/values (once per sentence)
+    and the encoder keep theirs plain; the beams are torch's BLAS path's."""
+    import pytest
+
+    from ofa_cn.model.linear import Linear, _onednn_linear_available
+
+    if not _onednn_linear_available():
+        pytest.skip("this torch build has no oneDNN linear ops")
+    model = tiny_model()
+    src, images = inputs()
+    sample = {"net_input": {"src_tokens": src, "src_lengths": None, "patch_images": images}}
+    generator = build_generator([model], build_dictionary(), beam=3, max_len_b=6, min_len=2)
+    packed = generate(generator, sample)
+    layer = model.decoder.layers[0]
+    stepped = [layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.q_proj, layer.self_attn.out_proj,
+               layer.encoder_attn.q_proj, layer.encoder_attn.out_proj, layer.fc1, layer.fc2,
+               model.decoder.output_projection]
+    assert all("_onednn_packed" in m.__dict__ for m in stepped)
+    plain_ones = [layer.encoder_attn.k_proj, layer.encoder_attn.v_proj,
+                  *(m for m in model.encoder.modules() if isinstance(m, Linear))]
+    assert not any(m.pack_weight or "_onednn_packed" in m.__dict__ for m in plain_ones)
+    with fast_paths(onednn_linear="off"):
+        reference = generate(generator, sample)
+    for row_packed, row_ref in zip(packed, reference):
+        for a, b in zip(row_packed, row_ref):
+            assert a["tokens"].tolist() == b["tokens"].tolist()
+            torch.testing.assert_close(a["positional_scores"], b["positional_scores"], atol=1e-5, rtol=0)
