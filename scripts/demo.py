@@ -80,7 +80,7 @@ PROGRESS_EVERY_S = 30  # how often each run's update, loss and updates per minut
 
 
 def machine() -> str:
-    """The CPU and the instruction set torch's kernels use here, e.g. "AMD EPYC, AVX2, torch 2.13.0+cpu".
+    """The CPU and the instruction set torch's kernels use here, e.g. "AMD EPYC, AVX2, torch 2.13.0+cpu, 2 cores".
 
     Runs on one machine give bit-identical weights; on another CPU oneDNN may pick other kernels
     (AVX2 or AVX-512) and round differently, so the results say where they were made.
