@@ -186,7 +186,8 @@ SPEEDUPS = {
     "cross_memory": ("generate",),  # cross K/V once per sentence, kept across steps, beams grouped
     "incremental_self_bias": ("generate",),  # self position bias of the new position only
     "transposed_linear": ("generate",),  # W x^T for the few rows of a decoding step (CPU)
-    "onednn_linear": ("train", "forward", "generate"),  # oneDNN matmul for linears, backward too (CPU, fp32)
+    "onednn_linear": ("train", "forward", "generate"),  # oneDNN matmul for linears (CPU, fp32)
+    "onednn_backward": ("train",),  # and for the backward's products (default: AVX-512 hosts only)
     "sparse_embedding_grad": ("train",),  # token lookups add their rows, no dense V x D buffers (CPU)
     "keep_freed_memory": ("train", "forward", "generate"),  # glibc reuses freed blocks: no page faults
     "fused_resnet": ("forward", "generate"),  # image stem: BatchNorm folded into oneDNN convs (CPU, fp32)

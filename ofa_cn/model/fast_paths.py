@@ -27,6 +27,19 @@ from typing import Any, Iterator
 ONEDNN_LINEAR_MODES = ("packed", "plain", "off")
 
 
+def _onednn_backward_default() -> bool:
+    """oneDNN for the training backward's products only where torch runs AVX-512 kernels.
+
+    Measured on two 2-core AMD EPYC hosts, torch 2.13 CPU, the model's shapes: with AVX-512
+    (2026-11-27) oneDNN beat torch's mm for grad_x (1.06-1.36x) and for fc2's grad_W; with AVX2
+    only (2026-12-07) torch's mm beat oneDNN for every backward product, 1.1-2.0x (fc2's grad_W:
+    44 ms against 90 ms at 1,072 rows), and a base train step lost ~0.6 s to oneDNN there.
+    """
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+
+
 @dataclass(frozen=True)
 class FastPaths:
     """One field per fast path; True (or a mode other than "off") = on. Defaults = on, as shipped."""
@@ -40,6 +53,9 @@ class FastPaths:
     # CPU fp32 linears through oneDNN's matmul; "packed": every weight also kept in oneDNN's blocked
     # layout (one more copy of the weights); "plain": only layers with `pack_weight`; "off": torch's BLAS
     onednn_linear: str = "plain"
+    # CPU fp32 training with onednn_linear on: the backward's products through oneDNN too; False:
+    # torch's mm (which is faster where torch has no AVX-512 kernels: `_onednn_backward_default`)
+    onednn_backward: bool = dataclasses.field(default_factory=_onednn_backward_default)
     # with onednn_linear "off": a decoding step's few rows as (W x^T)^T, which MKL streams faster
     transposed_linear: bool = True
     # CPU cross-attention over many keys without projecting them (`folded_attention`) where that is less work

@@ -33,11 +33,13 @@ def _onednn_mm(a: torch.Tensor, b_t: torch.Tensor, bias: torch.Tensor | None = N
 
 
 class _OneDNNLinearFunction(torch.autograd.Function):
-    """x W^T + b through oneDNN's matmul, and most backward products too.
+    """x W^T + b through oneDNN's matmul, and, with the `onednn_backward` fast path, most backward
+    products too.
 
-    Backward: grad_x = grad W goes through oneDNN (faster than torch's mm on every shape of the
-    model, measured); grad_W = grad^T x goes through oneDNN only when in > out (fc2), the one
-    shape where oneDNN beat torch's mm for it; otherwise torch's mm was faster.
+    Backward with `onednn_backward` (the default where torch has AVX-512 kernels): grad_x = grad W
+    goes through oneDNN (faster than torch's mm on every shape of the model there, measured);
+    grad_W = grad^T x through oneDNN only when in > out (fc2), the one shape where oneDNN beat
+    torch's mm for it. Without it (AVX2 hosts): torch's mm for both, faster there on every shape.
     """
 
     @staticmethod
@@ -45,6 +47,7 @@ class _OneDNNLinearFunction(torch.autograd.Function):
         """x [N, in], weight [out, in], bias [out] or None -> [N, out]"""
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
+        ctx.onednn_backward = get_fast_paths().onednn_backward
         return _onednn_mm(x, weight, bias)
 
     @staticmethod
@@ -54,10 +57,10 @@ class _OneDNNLinearFunction(torch.autograd.Function):
         grad = grad.contiguous()  # [N, out]
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
-            grad_x = _onednn_mm(grad, weight.t())  # [N, in]
+            grad_x = _onednn_mm(grad, weight.t()) if ctx.onednn_backward else grad.mm(weight)  # [N, in]
         if ctx.needs_input_grad[1]:
             out_features, in_features = weight.shape
-            if in_features > out_features:
+            if ctx.onednn_backward and in_features > out_features:
                 grad_weight = _onednn_mm(grad.t(), x.t())  # [out, in]
             else:
                 grad_weight = grad.t().mm(x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -55,8 +56,16 @@ def test_sdpa_is_skipped_only_when_the_cpu_bias_needs_a_gradient(monkeypatch):
     assert calls == [1, 1]
 
 
-def test_linear_training_path_matches_torch_linear_values_and_gradients(monkeypatch):
+@pytest.mark.parametrize("onednn_backward", [True, False])
+def test_linear_training_path_matches_torch_linear_values_and_gradients(monkeypatch, onednn_backward):
+    """Both backward choices (oneDNN's products, or torch's mm: `onednn_backward`) give torch's gradients."""
+    import dataclasses
+
+    from ofa_cn.model import fast_paths as switchboard
     from ofa_cn.model import linear
+
+    switched = dataclasses.replace(switchboard.get_fast_paths(), onednn_backward=onednn_backward)
+    monkeypatch.setattr(switchboard, "_current", switched)  # restored after the test
 
     calls = []
     apply = linear._OneDNNLinearFunction.apply
