@@ -74,8 +74,8 @@ class Linear(nn.Linear):
 
     Training (autograd on) in float32 on a CPU: the forward product runs through oneDNN unless
     the `onednn_linear` fast path is "off" (oneDNN beats the default BLAS on the model's shapes,
-    most of all on the wide output projection), and so do most backward products (see
-    `_OneDNNLinearFunction`). Under torch.compile, F.linear: the compiler picks the kernels.
+    most of all on the wide output projection), and so do most backward products where the
+    `onednn_backward` fast path is on (AVX-512 hosts; see `_OneDNNLinearFunction`). Under torch.compile, F.linear: the compiler picks the kernels.
 
     Without autograd, in float32 on a CPU with oneDNN, the product runs through oneDNN's matmul
     (`onednn_linear`): "plain" hands it the weight as it is, except for layers with `pack_weight`

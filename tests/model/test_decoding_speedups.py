@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import torch
 
 from helpers import randomize_, tiny_config
@@ -154,8 +155,6 @@ def test_a_decoding_step_reads_packed_copies_of_its_weights():
     """On a CPU the decoder layers' step products (self-attention, cross queries and output, FFN)
     and the output projection use oneDNN-packed weights; the cross keys/values (once per sentence)
     and the encoder keep theirs plain; the beams are torch's BLAS path's."""
-    import pytest
-
     from ofa_cn.model.linear import Linear, _onednn_linear_available
 
     if not _onednn_linear_available():
